@@ -1,0 +1,132 @@
+"""Settings, read from the environment with the prefix ``YWTB_``.
+
+Nested per concern; one underscore separates the concern from the field, so
+``YWTB_KAFKA_BOOTSTRAP`` is ``kafka.bootstrap`` and ``YWTB_LICENCE_URL`` is
+``licence.url``. Settings are read by ``load_settings()`` only, never at import.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER = "change-me"
+
+
+class StoreSettings(BaseModel):
+    url: str = Field(
+        "sqlite+aiosqlite:///var/ywtb.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://…",
+    )
+    schema_name: str | None = Field(
+        None, description="PostgreSQL schema to use (search_path); None for the default"
+    )
+    pool_size: int = Field(5, description="connections kept open (PostgreSQL)")
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str | None = Field(
+        None,
+        description="Kafka bootstrap servers, comma separated; unset = start the development broker",
+    )
+    partitions: int = Field(3, description="partitions of each topic created on start")
+    replication_factor: int = Field(1, description="replication factor of created topics")
+    client_id: str = Field("ywtb-connector", description="Kafka client id")
+    request_timeout_s: float = Field(10.0, description="producer request timeout")
+
+
+class RelaySettings(BaseModel):
+    batch_size: int = Field(200, description="outbox rows published per round")
+    poll_interval_s: float = Field(0.2, description="pause when the outbox is empty")
+    lanes: int = Field(8, description="ordering lanes: rows of one key always share a lane")
+    lease_s: float = Field(15.0, description="how long a relay owns a lane without renewing")
+    backoff_max_s: float = Field(5.0, description="longest pause while the broker is unreachable")
+
+
+class WorkerSettings(BaseModel):
+    poll_timeout_ms: int = Field(500, description="how long one poll waits for messages")
+    max_records: int = Field(100, description="messages fetched per poll")
+
+
+class SecuritySettings(BaseModel):
+    api_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='internal API clients as JSON {"client-name": "key"}; stored hashed',
+    )
+
+
+class SandboxSettings(BaseModel):
+    api_key: SecretStr = Field(
+        SecretStr("sandbox-key"), description="API key the sandbox accepts (client 'sandbox')"
+    )
+
+
+class PlatformSettings(BaseModel):
+    """What every outbound platform client has: where, how long, how often."""
+
+    url: str = Field("http://127.0.0.1:0", description="base URL of the platform")
+    timeout_s: float = Field(5.0, description="timeout of one call")
+    attempts: int = Field(3, description="tries of one call on transient errors")
+
+
+class LicenceSettings(PlatformSettings):
+    """电子证照库 (electronic licence library), SOAP with WS-Security UsernameToken."""
+
+    username: str = Field("ywtb-connector", description="WS-Security user name")
+    password: SecretStr = Field(SecretStr(PLACEHOLDER), description="WS-Security password")
+
+
+class ProjectSettings(PlatformSettings):
+    """投资项目在线审批监管平台 (investment project approval platform), signed REST."""
+
+    app_key: str = Field("ywtb-connector", description="app key issued by the platform")
+    app_secret: SecretStr = Field(SecretStr(PLACEHOLDER), description="app secret for signing")
+
+
+class EvidenceSettings(BaseModel):
+    budget_s: float = Field(3.0, description="time an application request waits for evidence")
+    max_age_s: float = Field(
+        86400.0, description="stored evidence older than this is fetched again"
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="YWTB_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+    )
+
+    environment: Literal["sandbox", "production"] = Field(
+        "sandbox", description="production refuses placeholder secrets"
+    )
+    log_level: str = Field("INFO", description="root log level")
+    store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
+    relay: RelaySettings = Field(default_factory=RelaySettings)  # type: ignore[arg-type]
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)  # type: ignore[arg-type]
+    licence: LicenceSettings = Field(default_factory=LicenceSettings)  # type: ignore[arg-type]
+    project: ProjectSettings = Field(default_factory=ProjectSettings)  # type: ignore[arg-type]
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _no_placeholders_in_production(self) -> Settings:
+        if self.environment == "production":
+            secrets = {
+                "licence.password": self.licence.password,
+                "project.app_secret": self.project.app_secret,
+            }
+            bad = [name for name, value in secrets.items() if value.get_secret_value() == PLACEHOLDER]
+            if bad:
+                raise ValueError(f"placeholder secrets in production: {', '.join(bad)}")
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; keyword overrides win (used by the CLI and tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]
