@@ -1,0 +1,88 @@
+"""The ``ywtb`` command: sandbox, serve, relay, worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from gateway.logs import configure_logging
+from gateway.settings import load_settings
+
+
+async def _serve(host: str, port: int) -> None:
+    from gateway.api.app import create_app
+    from gateway.runtime import api_server, stop_on_signals
+
+    settings = load_settings()
+    server = api_server(create_app(settings), host, port)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    serving = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await serving
+
+
+async def _relay() -> None:
+    from gateway.bootstrap import bootstrap
+    from gateway.relay import Relay
+    from gateway.runtime import stop_on_signals
+
+    container = await bootstrap()
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        await Relay(container.sessions, container.bus, container.settings.relay).run(stop)
+    finally:
+        await container.aclose()
+
+
+async def _worker(name: str) -> None:
+    from gateway.bootstrap import bootstrap
+    from gateway.runtime import stop_on_signals
+    from gateway.worker import Worker
+    from gateway.workers import WORKERS
+
+    container = await bootstrap()
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        await Worker(WORKERS[name], container.sessions, container.settings).run(stop)
+    finally:
+        await container.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gateway.workers import WORKERS
+
+    parser = argparse.ArgumentParser(prog="ywtb", description="一网通办 connector of State Grid Shanghai")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sandbox = commands.add_parser("sandbox", help="API, simulators, broker, relay and workers on loopback")
+    sandbox.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    sandbox.add_argument("--seed", type=Path, default=None, help="seed file for the simulators")
+    serve = commands.add_parser("serve", help="the API (needs YWTB_KAFKA_BOOTSTRAP)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    commands.add_parser("relay", help="publish the outbox to Kafka")
+    worker = commands.add_parser("worker", help="run one named worker")
+    worker.add_argument("name", choices=sorted(WORKERS))
+    args = parser.parse_args(argv)
+
+    configure_logging(load_settings().log_level)
+    if args.command == "sandbox":
+        from gateway.sandbox import run_sandbox
+
+        asyncio.run(run_sandbox(args.port, args.seed))
+    elif args.command == "serve":
+        asyncio.run(_serve(args.host, args.port))
+    elif args.command == "relay":
+        asyncio.run(_relay())
+    elif args.command == "worker":
+        asyncio.run(_worker(args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

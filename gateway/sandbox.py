@@ -1,0 +1,97 @@
+"""``ywtb sandbox``: broker, simulators, API, relay and workers in one process, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from gateway.api.app import create_app
+from gateway.bootstrap import bootstrap
+from gateway.devbroker import DevBroker
+from gateway.relay import Relay
+from gateway.runtime import api_server, stop_on_signals
+from gateway.settings import Settings, load_settings
+from gateway.worker import Worker
+from gateway.workers import WORKERS
+
+log = logging.getLogger(__name__)
+SANDBOX_DIR = Path("var")
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def run_sandbox(port: int, seed: Path | None, settings: Settings | None = None) -> None:
+    settings = settings or load_settings()
+    SANDBOX_DIR.mkdir(exist_ok=True)
+    broker: DevBroker | None = None
+    if not settings.kafka.bootstrap:
+        _say("starting the development broker (Tansu) ...")
+        broker = DevBroker(log_file=SANDBOX_DIR / "broker.log").start()
+        settings.kafka.bootstrap = broker.bootstrap
+    if "YWTB_STORE_URL" not in os.environ:
+        db = SANDBOX_DIR / "sandbox.db"
+        for path in (db, db.with_suffix(".db-wal"), db.with_suffix(".db-shm")):
+            path.unlink(missing_ok=True)
+        settings.store.url = f"sqlite+aiosqlite:///{db}"
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        container = await bootstrap(settings)
+        server = api_server(create_app(container=container), "127.0.0.1", port)
+        relay = Relay(container.sessions, container.bus, settings.relay)
+        tasks = [
+            asyncio.create_task(server.serve(), name="api"),
+            asyncio.create_task(relay.run(stop), name="relay"),
+            *(
+                asyncio.create_task(Worker(spec, container.sessions, settings).run(stop), name=spec.name)
+                for spec in WORKERS.values()
+            ),
+        ]
+        while not server.started and not tasks[0].done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            _banner(settings, port)
+        await _first_of(stop, tasks)
+        _say("shutting down ...")
+        stop.set()
+        server.should_exit = True
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("sandbox task failed", extra={"task": task.get_name(), "error": repr(result)})
+        await container.aclose()
+    finally:
+        if broker is not None:
+            broker.stop()
+        _say("sandbox stopped")
+
+
+async def _first_of(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    """Return when a signal arrives or any task ends (a task ending early is a failure)."""
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+
+
+def _banner(settings: Settings, port: int) -> None:
+    base = f"http://127.0.0.1:{port}"
+    key = settings.sandbox.api_key.get_secret_value()
+    _say(
+        "\n".join(
+            [
+                "ywtb-connector sandbox is up",
+                f"  API        {base}   (docs {base}/docs, OpenAPI {base}/openapi.json)",
+                f"  health     {base}/healthz   ready {base}/readyz",
+                f"  API key    Authorization: Bearer {key}",
+                f"  Kafka      {settings.kafka.bootstrap}",
+                f"  store      {settings.store.url}",
+                "  Ctrl-C stops everything.",
+            ]
+        )
+    )
