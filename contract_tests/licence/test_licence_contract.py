@@ -1,0 +1,382 @@
+"""The licence adapter against its simulator, over loopback HTTP.
+
+Every byte crosses a real socket: zeep builds and signs the envelope, the
+simulator parses and checks it, and the answers come back as SOAP 1.1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from datetime import date
+
+import httpx
+import pytest
+from lxml import etree
+from stdnum.cn import uscc as uscc_number
+
+from adapters.licence.client import LicenceClient
+from adapters.licence.mapping import WSDL_PATH
+from adapters.licence.simulator import create_app
+from adapters.simulation import Faults, ServedApp, SimulatorControl
+from schemas.errors import NotFound, PlatformUnavailable, Unauthorized
+from schemas.evidence import BusinessLicence, RegistrationStatus
+from schemas.seed import load_seed
+
+USERNAME = "ywtb-connector"
+PASSWORD = "licence-test-secret"
+USER_AGENT = "ywtb-connector/contract-test"
+
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+WSDL = "http://schemas.xmlsoap.org/wsdl/"
+WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+PASSWORD_DIGEST = (
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
+    "#PasswordDigest"
+)
+
+LINGANG = "91310115MA1HW74707"  # 存续, 长期, own issuing authority and issue date
+QINGPU = "91310118MA1K4A7275"  # 在业, no optional licence fields in the seed
+SONGJIANG = "91310117MA1J51014Q"  # business term ended 2023-06-30
+UNKNOWN = "91310107MA1FR42114"  # valid check digit, not on the platform
+
+
+@pytest.fixture
+def control() -> SimulatorControl:
+    return SimulatorControl()
+
+
+@pytest.fixture
+def simulator(control: SimulatorControl) -> Iterator[ServedApp]:
+    """A fresh simulator per test: abandoned slow calls cannot leak into the next one."""
+    app = create_app(load_seed(), username=USERNAME, password=PASSWORD, control=control)
+    with ServedApp(app) as served:
+        yield served
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(headers={"User-Agent": USER_AGENT}) as client:
+        yield client
+
+
+def licence_client(
+    simulator: ServedApp,
+    http: httpx.AsyncClient,
+    *,
+    password: str = PASSWORD,
+    timeout_s: float = 2.0,
+    attempts: int = 3,
+) -> LicenceClient:
+    return LicenceClient(
+        base_url=simulator.url,
+        username=USERNAME,
+        password=password,
+        http=http,
+        timeout_s=timeout_s,
+        attempts=attempts,
+    )
+
+
+def wsdl_namespace() -> str:
+    return etree.parse(str(WSDL_PATH)).getroot().get("targetNamespace", "")
+
+
+# --- what comes back -------------------------------------------------------
+
+
+async def test_found_licence_maps_every_field(
+    simulator: ServedApp, http: httpx.AsyncClient
+) -> None:
+    licence = await licence_client(simulator, http).fetch_licence(LINGANG)
+
+    assert licence == BusinessLicence(
+        uscc=LINGANG,
+        name="上海临港绿能储能科技有限公司",
+        legal_representative="周建华",
+        address="中国（上海）自由贸易试验区临港新片区新杨公路1800弄2号2385室",
+        registration_status=RegistrationStatus.ACTIVE,
+        licence_no=f"YYZZ{LINGANG}",
+        issuing_authority="中国（上海）自由贸易试验区临港新片区市场监督管理局",
+        issued_on=date(2021, 3, 9),
+        valid_from=date(2019, 8, 16),
+        valid_to=None,
+    )
+
+
+async def test_missing_optional_seed_fields_get_their_defaults(
+    simulator: ServedApp, http: httpx.AsyncClient
+) -> None:
+    licence = await licence_client(simulator, http).fetch_licence(QINGPU)
+
+    assert licence.licence_no == f"YYZZ{QINGPU}"
+    assert licence.issuing_authority == "上海市市场监督管理局"
+    assert licence.issued_on == licence.valid_from == date(2020, 1, 8)
+    assert licence.valid_to == date(2040, 1, 7)
+
+
+@pytest.mark.parametrize(
+    ("uscc", "word", "status"),
+    [
+        ("91310115MA1HW74707", "存续", RegistrationStatus.ACTIVE),
+        ("91310104MA1GK3350C", "在业", RegistrationStatus.ACTIVE),
+        ("91310113MA1GT8791M", "吊销", RegistrationStatus.REVOKED),
+        ("91310109MA1H02843H", "注销", RegistrationStatus.CANCELLED),
+        ("91310110MA1FY6792B", "迁出", RegistrationStatus.MOVED_OUT),
+    ],
+)
+async def test_each_registration_status_word_maps_to_its_meaning(
+    simulator: ServedApp, http: httpx.AsyncClient, uscc: str, word: str, status: str
+) -> None:
+    seeded = {licence.uscc: licence.status for licence in load_seed().licences}
+    assert seeded[uscc] == word
+
+    licence = await licence_client(simulator, http).fetch_licence(uscc)
+
+    assert licence.registration_status == status
+
+
+async def test_expired_licence_is_served_with_its_end_date(
+    simulator: ServedApp, http: httpx.AsyncClient
+) -> None:
+    licence = await licence_client(simulator, http).fetch_licence(SONGJIANG)
+
+    assert licence.registration_status == RegistrationStatus.ACTIVE
+    assert licence.valid_to == date(2023, 6, 30)
+
+
+# --- what goes on the wire -------------------------------------------------
+
+
+async def test_request_is_a_signed_soap11_envelope_with_the_requester_context(
+    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+) -> None:
+    await licence_client(simulator, http).fetch_licence(LINGANG, request_id="conv-0001")
+
+    [request] = control.received
+    assert (request.method, request.path) == ("POST", "/ws/licence")
+    assert request.headers["content-type"].startswith("text/xml")
+    assert request.headers["user-agent"] == USER_AGENT  # the caller's client, untouched
+    envelope = etree.fromstring(request.body)
+    assert envelope.tag == f"{{{SOAP11}}}Envelope"
+
+    ns = wsdl_namespace()
+    body = envelope.find(f"{{{SOAP11}}}Body")
+    assert body is not None
+    [operation] = body
+    assert operation.tag == f"{{{ns}}}QueryLicence"
+    fields = {etree.QName(child).localname: child.text for child in operation}
+    assert fields == {
+        "TYSHXYDM": LINGANG,
+        "QQXT": "ywtb-connector",
+        "QQYY": "一证办电",
+        "QQLSH": "conv-0001",
+    }
+
+    token = envelope.find(f"{{{SOAP11}}}Header/{{{WSSE}}}Security/{{{WSSE}}}UsernameToken")
+    assert token is not None
+    assert token.findtext(f"{{{WSSE}}}Username") == USERNAME
+    password = token.find(f"{{{WSSE}}}Password")
+    assert password is not None
+    assert password.get("Type") == PASSWORD_DIGEST
+    assert token.findtext(f"{{{WSSE}}}Nonce")
+    assert PASSWORD.encode() not in request.body
+
+
+async def test_each_call_gets_its_own_request_serial(
+    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+) -> None:
+    client = licence_client(simulator, http)
+    await client.fetch_licence(LINGANG)
+    await client.fetch_licence(LINGANG)
+
+    ns = wsdl_namespace()
+    serials = [
+        etree.fromstring(request.body).findtext(f".//{{{ns}}}QQLSH") for request in control.received
+    ]
+    assert len(serials) == 2
+    assert all(serials)
+    assert serials[0] != serials[1]
+
+
+async def test_simulator_refuses_a_replayed_request(
+    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+) -> None:
+    await licence_client(simulator, http).fetch_licence(LINGANG)
+    [original] = control.received
+
+    replay = await http.post(
+        f"{simulator.url}/ws/licence",
+        content=original.body,
+        headers={"Content-Type": "text/xml; charset=utf-8"},
+    )
+
+    assert replay.status_code == 500
+    fault = etree.fromstring(replay.content).find(f"{{{SOAP11}}}Body/{{{SOAP11}}}Fault")
+    assert fault is not None
+    assert fault.findtext("faultcode") == "soap:Client"
+    ns = wsdl_namespace()
+    assert fault.findtext(f"detail/{{{ns}}}ServiceFault/{{{ns}}}CWDM") == "E1001"
+
+
+async def test_simulator_accepts_a_plain_text_password(
+    simulator: ServedApp, http: httpx.AsyncClient
+) -> None:
+    ns = wsdl_namespace()
+    envelope = f"""<soap:Envelope xmlns:soap="{SOAP11}" xmlns:wsse="{WSSE}" xmlns:l="{ns}">
+      <soap:Header><wsse:Security><wsse:UsernameToken>
+        <wsse:Username>{USERNAME}</wsse:Username>
+        <wsse:Password Type="{PASSWORD_DIGEST.replace("Digest", "Text")}">{PASSWORD}</wsse:Password>
+      </wsse:UsernameToken></wsse:Security></soap:Header>
+      <soap:Body><l:QueryLicence>
+        <l:TYSHXYDM>{LINGANG}</l:TYSHXYDM><l:QQXT>manual</l:QQXT>
+        <l:QQYY>一证办电</l:QQYY><l:QQLSH>manual-1</l:QQLSH>
+      </l:QueryLicence></soap:Body></soap:Envelope>"""
+
+    response = await http.post(
+        f"{simulator.url}/ws/licence",
+        content=envelope.encode(),
+        headers={"Content-Type": "text/xml; charset=utf-8"},
+    )
+
+    assert response.status_code == 200
+    answer = etree.fromstring(response.content)
+    assert answer.findtext(f"{{{SOAP11}}}Body/{{{ns}}}QueryLicenceResponse/{{{ns}}}QYMC") == (
+        "上海临港绿能储能科技有限公司"
+    )
+
+
+async def test_served_wsdl_is_the_one_in_the_repository(
+    simulator: ServedApp, http: httpx.AsyncClient
+) -> None:
+    response = await http.get(f"{simulator.url}/ws/licence", params={"wsdl": ""})
+
+    assert response.status_code == 200
+    served = etree.fromstring(response.content)
+    [address] = served.iter(f"{{{WSDL_SOAP}}}address")
+    assert address.get("location") == f"{simulator.url}/ws/licence"
+
+    repo = etree.parse(str(WSDL_PATH)).getroot()
+    assert served.get("targetNamespace") == repo.get("targetNamespace") == wsdl_namespace()
+    operations = [op.get("name") for op in served.iter(f"{{{WSDL}}}operation")]
+    assert operations == [op.get("name") for op in repo.iter(f"{{{WSDL}}}operation")]
+    assert "QueryLicence" in operations
+    # Apart from the address, the document is the repository's, byte for byte in C14N.
+    [repo_address] = repo.iter(f"{{{WSDL_SOAP}}}address")
+    repo_address.set("location", address.get("location", ""))
+    assert etree.tostring(served, method="c14n") == etree.tostring(repo, method="c14n")
+
+
+async def test_building_the_client_touches_no_network() -> None:
+    requests: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(599)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(record)) as http:
+        LicenceClient(
+            base_url="http://licence.invalid", username=USERNAME, password=PASSWORD, http=http
+        )
+
+    assert requests == []
+
+
+# --- failures --------------------------------------------------------------
+
+
+async def test_unknown_credential_is_not_found_and_not_retried(
+    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+) -> None:
+    with pytest.raises(NotFound) as caught:
+        await licence_client(simulator, http).fetch_licence(UNKNOWN)
+
+    assert caught.value.context["platform_code"] == "E3001"
+    assert control.calls["QueryLicence"] == 1
+
+
+async def test_bad_password_is_unauthorized_and_not_retried(
+    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+) -> None:
+    client = licence_client(simulator, http, password="not-the-password", attempts=3)
+
+    with pytest.raises(Unauthorized):
+        await client.fetch_licence(LINGANG)
+
+    assert control.calls["QueryLicence"] == 1
+    assert len(control.received) == 1
+
+
+async def test_platform_down_is_unavailable_after_every_attempt(
+    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+) -> None:
+    put = await http.put(f"{simulator.url}/_admin/faults", json={"down": True})
+    assert put.status_code == 200
+
+    with pytest.raises(PlatformUnavailable):
+        await licence_client(simulator, http, attempts=3).fetch_licence(LINGANG)
+
+    assert len(control.received) == 3
+    assert control.calls["QueryLicence"] == 0
+
+
+async def test_answer_slower_than_the_timeout_is_unavailable(
+    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+) -> None:
+    control.faults = Faults(latency_s=1.5)
+
+    with pytest.raises(PlatformUnavailable, match="timed out"):
+        await licence_client(simulator, http, timeout_s=0.2, attempts=2).fetch_licence(LINGANG)
+
+    assert len(control.received) == 2
+
+
+async def test_injected_server_errors_are_retried_until_the_platform_recovers(
+    simulator: ServedApp, control: SimulatorControl
+) -> None:
+    statuses: list[int] = []
+
+    async def recover_after_two_errors(response: httpx.Response) -> None:
+        statuses.append(response.status_code)
+        if len(statuses) == 2:
+            control.faults = Faults()
+
+    control.faults = Faults(error_rate=1.0)
+    async with httpx.AsyncClient(event_hooks={"response": [recover_after_two_errors]}) as http:
+        licence = await licence_client(simulator, http, attempts=3).fetch_licence(LINGANG)
+
+    assert licence.uscc == LINGANG
+    assert statuses == [500, 500, 200]
+    assert control.calls["QueryLicence"] == 1
+
+
+# --- the default seed ------------------------------------------------------
+
+PROJECT_CODE = re.compile(r"(?P<year>\d{4})-(?P<division>31\d{4})-\d{2}-(?P<type>0[123])-\d{6}")
+TYPE_OF_APPROVAL = {"审批": "01", "核准": "02", "备案": "03"}
+
+
+def test_default_seed_credentials_have_valid_check_characters() -> None:
+    seed = load_seed()
+
+    usccs = [licence.uscc for licence in seed.licences]
+    assert len(usccs) == len(set(usccs))
+    assert [u for u in usccs if not uscc_number.is_valid(u)] == []
+    assert all(u[2:4] == "31" for u in usccs)  # registered in Shanghai
+    assert {licence.status for licence in seed.licences} == {"存续", "在业", "吊销", "注销", "迁出"}
+    assert any(licence.valid_to is None for licence in seed.licences)
+    assert any(licence.valid_to and licence.valid_to < date.today() for licence in seed.licences)
+
+
+def test_default_seed_project_codes_match_their_approval_type_and_owner() -> None:
+    seed = load_seed()
+    active = {licence.uscc for licence in seed.licences if licence.status in ("存续", "在业")}
+
+    assert {project.approval_type for project in seed.projects} == set(TYPE_OF_APPROVAL)
+    assert any(project.status == "revoked" for project in seed.projects)
+    for project in seed.projects:
+        match = PROJECT_CODE.fullmatch(project.project_code)
+        assert match, project.project_code
+        assert match["type"] == TYPE_OF_APPROVAL[project.approval_type], project.project_code
+        assert project.owner_uscc in active, project.project_code
