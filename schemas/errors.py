@@ -105,7 +105,9 @@ class PlatformRejected(PermanentError):
 
     code = "platform_rejected"
 
-    def __init__(self, platform: str, detail: str, *, platform_code: str = "", **context: Any) -> None:
+    def __init__(
+        self, platform: str, detail: str, *, platform_code: str = "", **context: Any
+    ) -> None:
         super().__init__(f"{platform}: {detail}", platform=platform, **context)
         self.platform = platform
         self.platform_code = platform_code

@@ -1,0 +1,68 @@
+"""一网通办 cases (办件) and their status (办件状态), in the connector's own words."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Stage(StrEnum):
+    """Stages the marketing system reports and 一网通办 shows the customer."""
+
+    ACCEPTED = "accepted"  # 申请受理
+    SURVEY_AND_PLAN = "survey_and_plan"  # 现场勘查及供电方案答复
+    EXTERNAL_WORKS = "external_works"  # 外部工程实施
+    METERING_AND_CONNECTION = "metering_and_connection"  # 装表接电
+    COMPLETED = "completed"  # 办结
+    SUPPLEMENT_REQUESTED = "supplement_requested"  # 补正
+    REFUSED = "refused"  # 不予受理
+
+
+class CaseStatusUpdate(BaseModel):
+    """One stage change of a case, pushed to 一网通办; ``seq`` orders the pushes of a case."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(description="unique per update: the platform may see it twice")
+    case_no: str = Field(description="办件编号")
+    application_id: str
+    seq: int = Field(ge=1)
+    stage: Stage
+    handler: str = Field(description="办理人 / 办理部门")
+    occurred_at: datetime
+    reason: str | None = Field(None, description="补正 / 不予受理 reason")
+    result_code: str | None = Field(None, description="办结结果代码")
+
+
+class InboundCase(BaseModel):
+    """A case filed by a customer on the 一网通办 portal."""
+
+    model_config = ConfigDict(frozen=True)
+
+    case_no: str = Field(description="办件编号 / 申办流水号: the idempotency key")
+    item_code: str = Field(description="事项编码")
+    credential_type: str = Field(description="uscc or resident_id")
+    credential_no: str
+    applicant_name: str
+    district_code: str
+    site_address: str
+    business_type: str
+    voltage_level: str
+    capacity_kva: float
+    project_code: str | None = None
+    filed_at: datetime
+
+
+class MarketingNotice(BaseModel):
+    """What the connector tells the marketing system (营销系统): one notice per event."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(description="unique; the marketing system deduplicates on it")
+    kind: str = Field(description="e.g. permit_decision, case_received, stage_changed")
+    application_id: str
+    occurred_at: datetime
+    payload: dict[str, Any] = Field(default_factory=dict)
