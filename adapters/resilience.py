@@ -20,7 +20,8 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from schemas.errors import PlatformUnavailable, TransientError
@@ -31,7 +32,7 @@ def retry_transient(attempts: int, *, initial_s: float = 0.1, max_s: float = 2.0
     return AsyncRetrying(
         retry=retry_if_exception_type(TransientError),
         stop=stop_after_attempt(max(1, attempts)),
-        wait=wait_exponential_jitter(initial=initial_s, max=max_s),
+        wait=wait_exponential(multiplier=initial_s, max=max_s) + wait_random(0, initial_s),
         reraise=True,
     )
 

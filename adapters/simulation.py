@@ -60,9 +60,7 @@ class SimulatorControl:
 ErrorResponse = Callable[[int, str], Response]
 
 
-def install_control(
-    app: FastAPI, control: SimulatorControl, error_response: ErrorResponse
-) -> None:
+def install_control(app: FastAPI, control: SimulatorControl, error_response: ErrorResponse) -> None:
     """Add fault injection and the admin endpoints to a simulator app.
 
     ``error_response(status, message)`` renders an injected failure in the

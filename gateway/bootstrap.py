@@ -7,14 +7,19 @@ import time. Keyword overrides replace a part (tests hand in their own).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.licence.client import LicenceClient
+from adapters.ports import LicenceRegistry, ProjectRegistry
+from adapters.project.client import ProjectClient
+from gateway.applications import ApplicationService
 from gateway.bus import KafkaBus
+from gateway.evidence import EvidenceService
 from gateway.settings import Settings, load_settings
 from gateway.store.db import Sessions, open_store, transaction
 from gateway.store.models import ApiClient, utcnow
@@ -32,7 +37,10 @@ class Container:
     sessions: Sessions
     bus: KafkaBus
     http: httpx.AsyncClient
-    extras: dict[str, Any] = field(default_factory=dict)
+    licences: LicenceRegistry
+    projects: ProjectRegistry
+    evidence: EvidenceService
+    applications: ApplicationService
 
     async def aclose(self) -> None:
         await self.bus.close()
@@ -62,12 +70,38 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
     if settings.environment == "sandbox":
         keys["sandbox"] = settings.sandbox.api_key.get_secret_value()
     await register_api_clients(sessions, keys)
-    container = Container(
+
+    http: httpx.AsyncClient = overrides.pop("http", None) or httpx.AsyncClient(
+        headers={"User-Agent": "ywtb-connector"}
+    )
+    licences: LicenceRegistry = overrides.pop("licences", None) or LicenceClient(
+        base_url=settings.licence.url,
+        username=settings.licence.username,
+        password=settings.licence.password.get_secret_value(),
+        http=http,
+        timeout_s=settings.licence.timeout_s,
+        attempts=settings.licence.attempts,
+    )
+    projects: ProjectRegistry = overrides.pop("projects", None) or ProjectClient(
+        http,
+        base_url=settings.project.url,
+        app_key=settings.project.app_key,
+        app_secret=settings.project.app_secret.get_secret_value(),
+        algorithm=settings.project.algorithm,
+        timeout_s=settings.project.timeout_s,
+        attempts=settings.project.attempts,
+    )
+    evidence = EvidenceService(licences, projects, sessions, settings.evidence)
+    if overrides:
+        raise TypeError(f"unknown overrides: {', '.join(overrides)}")
+    return Container(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        bus=overrides.pop("bus", None) or KafkaBus(settings.kafka),
-        http=overrides.pop("http", None) or httpx.AsyncClient(),
-        extras=overrides,
+        bus=KafkaBus(settings.kafka),
+        http=http,
+        licences=licences,
+        projects=projects,
+        evidence=evidence,
+        applications=ApplicationService(sessions, evidence, settings.evidence),
     )
-    return container

@@ -7,6 +7,7 @@ aiokafka exceptions are translated here into ``BrokerUnavailable``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -53,7 +54,7 @@ def record_to_event(record: ConsumerRecord[bytes, bytes]) -> BaseCloudEvent:
 
 @contextmanager
 def kafka_errors() -> Iterator[None]:
-    """Translate aiokafka failures (and timeouts talking to the broker) into ``BrokerUnavailable``."""
+    """Translate aiokafka failures and timeouts into ``BrokerUnavailable``."""
     try:
         yield
     except (KafkaError, TimeoutError, OSError) as exc:
@@ -122,10 +123,8 @@ class KafkaBus:
                     if t not in existing
                 ]
                 if new:
-                    try:
+                    with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile
                         await admin.create_topics(new)
-                    except TopicAlreadyExistsError:
-                        pass  # another process created it first
             finally:
                 await admin.close()
         self._known_topics.update(missing)

@@ -49,7 +49,7 @@ async def _worker(name: str) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
-        await Worker(WORKERS[name], container.sessions, container.settings).run(stop)
+        await Worker(WORKERS[name](container), container.sessions, container.settings).run(stop)
     finally:
         await container.aclose()
 
@@ -57,9 +57,13 @@ async def _worker(name: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     from gateway.workers import WORKERS
 
-    parser = argparse.ArgumentParser(prog="ywtb", description="一网通办 connector of State Grid Shanghai")
+    parser = argparse.ArgumentParser(
+        prog="ywtb", description="一网通办 connector of State Grid Shanghai"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    sandbox = commands.add_parser("sandbox", help="API, simulators, broker, relay and workers on loopback")
+    sandbox = commands.add_parser(
+        "sandbox", help="API, simulators, broker, relay and workers on loopback"
+    )
     sandbox.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     sandbox.add_argument("--seed", type=Path, default=None, help="seed file for the simulators")
     serve = commands.add_parser("serve", help="the API (needs YWTB_KAFKA_BOOTSTRAP)")
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sandbox":
         from gateway.sandbox import run_sandbox
 
-        asyncio.run(run_sandbox(args.port, args.seed))
+        run_sandbox(args.port, args.seed)
     elif args.command == "serve":
         asyncio.run(_serve(args.host, args.port))
     elif args.command == "relay":

@@ -11,6 +11,7 @@ again, losing and reordering nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -41,7 +42,9 @@ class Relay:
             present = set((await session.scalars(select(OutboxLane.lane))).all())
             missing = set(range(self._settings.lanes)) - present
             if missing:
-                session.add_all(OutboxLane(lane=lane, owner=None, lease_until=0.0) for lane in missing)
+                session.add_all(
+                    OutboxLane(lane=lane, owner=None, lease_until=0.0) for lane in missing
+                )
                 await session.flush()
             await session.execute(
                 update(OutboxLane)
@@ -107,7 +110,10 @@ class Relay:
                     sent = await self.publish_once()
                     backoff = 0.1
                 except BrokerUnavailable as exc:
-                    log.warning("broker unavailable, backing off", extra={"error": exc.detail, "backoff_s": backoff})
+                    log.warning(
+                        "broker unavailable, backing off",
+                        extra={"error": exc.detail, "backoff_s": backoff},
+                    )
                     await self._bus.reset()
                     await _wait(stop, backoff)
                     backoff = min(backoff * 2, self._settings.backoff_max_s)
@@ -120,7 +126,5 @@ class Relay:
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass

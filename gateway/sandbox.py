@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from adapters.licence import simulator as licence_simulator
+from adapters.project import simulator as project_simulator
+from adapters.simulation import ServedApp
 from gateway.api.app import create_app
 from gateway.bootstrap import bootstrap
 from gateway.devbroker import DevBroker
@@ -16,6 +19,7 @@ from gateway.runtime import api_server, stop_on_signals
 from gateway.settings import Settings, load_settings
 from gateway.worker import Worker
 from gateway.workers import WORKERS
+from schemas.seed import Seed, load_seed
 
 log = logging.getLogger(__name__)
 SANDBOX_DIR = Path("var")
@@ -26,8 +30,9 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-async def run_sandbox(port: int, seed: Path | None, settings: Settings | None = None) -> None:
-    settings = settings or load_settings()
+def run_sandbox(port: int, seed: Path | None) -> None:
+    """Start everything, serve until SIGINT/SIGTERM, stop everything."""
+    settings = load_settings()
     SANDBOX_DIR.mkdir(exist_ok=True)
     broker: DevBroker | None = None
     if not settings.kafka.bootstrap:
@@ -39,37 +44,72 @@ async def run_sandbox(port: int, seed: Path | None, settings: Settings | None = 
         for path in (db, db.with_suffix(".db-wal"), db.with_suffix(".db-shm")):
             path.unlink(missing_ok=True)
         settings.store.url = f"sqlite+aiosqlite:///{db}"
-    stop = asyncio.Event()
-    stop_on_signals(stop)
+    simulators = start_simulators(settings, load_seed(seed))
     try:
-        container = await bootstrap(settings)
-        server = api_server(create_app(container=container), "127.0.0.1", port)
-        relay = Relay(container.sessions, container.bus, settings.relay)
-        tasks = [
-            asyncio.create_task(server.serve(), name="api"),
-            asyncio.create_task(relay.run(stop), name="relay"),
-            *(
-                asyncio.create_task(Worker(spec, container.sessions, settings).run(stop), name=spec.name)
-                for spec in WORKERS.values()
-            ),
-        ]
-        while not server.started and not tasks[0].done():
-            await asyncio.sleep(0.05)
-        if server.started:
-            _banner(settings, port)
-        await _first_of(stop, tasks)
-        _say("shutting down ...")
-        stop.set()
-        server.should_exit = True
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for task, result in zip(tasks, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("sandbox task failed", extra={"task": task.get_name(), "error": repr(result)})
-        await container.aclose()
+        asyncio.run(_serve(settings, port, simulators))
     finally:
+        for served in simulators.values():
+            served.stop()
         if broker is not None:
             broker.stop()
         _say("sandbox stopped")
+
+
+def start_simulators(settings: Settings, seed: Seed) -> dict[str, ServedApp]:
+    """Every simulated platform on its own loopback port; ``settings`` point at them."""
+    simulators = {
+        "licence": ServedApp(
+            licence_simulator.create_app(
+                seed,
+                username=settings.licence.username,
+                password=settings.licence.password.get_secret_value(),
+            )
+        ),
+        "project": ServedApp(
+            project_simulator.create_app(
+                seed,
+                app_key=settings.project.app_key,
+                app_secret=settings.project.app_secret.get_secret_value(),
+                algorithm=settings.project.algorithm,
+            )
+        ),
+    }
+    for served in simulators.values():
+        served.start()
+    settings.licence.url = simulators["licence"].url
+    settings.project.url = simulators["project"].url
+    return simulators
+
+
+async def _serve(settings: Settings, port: int, simulators: dict[str, ServedApp]) -> None:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    container = await bootstrap(settings)
+    server = api_server(create_app(container=container), "127.0.0.1", port)
+    relay = Relay(container.sessions, container.bus, settings.relay)
+    tasks = [
+        asyncio.create_task(server.serve(), name="api"),
+        asyncio.create_task(relay.run(stop), name="relay"),
+        *(
+            asyncio.create_task(
+                Worker(build(container), container.sessions, settings).run(stop), name=name
+            )
+            for name, build in WORKERS.items()
+        ),
+    ]
+    while not server.started and not tasks[0].done():
+        await asyncio.sleep(0.05)
+    if server.started:
+        _banner(settings, port, simulators)
+    await _first_of(stop, tasks)
+    _say("shutting down ...")
+    stop.set()
+    server.should_exit = True
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, BaseException):
+            log.error("sandbox task failed", extra={"task": task.get_name(), "error": repr(result)})
+    await container.aclose()
 
 
 async def _first_of(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
@@ -79,7 +119,7 @@ async def _first_of(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> Non
     waiter.cancel()
 
 
-def _banner(settings: Settings, port: int) -> None:
+def _banner(settings: Settings, port: int, simulators: dict[str, ServedApp]) -> None:
     base = f"http://127.0.0.1:{port}"
     key = settings.sandbox.api_key.get_secret_value()
     _say(
@@ -91,6 +131,7 @@ def _banner(settings: Settings, port: int) -> None:
                 f"  API key    Authorization: Bearer {key}",
                 f"  Kafka      {settings.kafka.bootstrap}",
                 f"  store      {settings.store.url}",
+                *(f"  simulator  {name:<8} {served.url}" for name, served in simulators.items()),
                 "  Ctrl-C stops everything.",
             ]
         )

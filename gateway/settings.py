@@ -29,7 +29,7 @@ class StoreSettings(BaseModel):
 class KafkaSettings(BaseModel):
     bootstrap: str | None = Field(
         None,
-        description="Kafka bootstrap servers, comma separated; unset = start the development broker",
+        description="Kafka bootstrap servers, comma separated; unset: the sandbox starts its own",
     )
     partitions: int = Field(3, description="partitions of each topic created on start")
     replication_factor: int = Field(1, description="replication factor of created topics")
@@ -83,6 +83,7 @@ class ProjectSettings(PlatformSettings):
 
     app_key: str = Field("ywtb-connector", description="app key issued by the platform")
     app_secret: SecretStr = Field(SecretStr(PLACEHOLDER), description="app secret for signing")
+    algorithm: str = Field("hmac-sha256", description="signature algorithm: hmac-sha256, hmac-sm3")
 
 
 class EvidenceSettings(BaseModel):
@@ -104,15 +105,15 @@ class Settings(BaseSettings):
         "sandbox", description="production refuses placeholder secrets"
     )
     log_level: str = Field("INFO", description="root log level")
-    store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
-    relay: RelaySettings = Field(default_factory=RelaySettings)  # type: ignore[arg-type]
-    worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
-    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)  # type: ignore[arg-type]
-    licence: LicenceSettings = Field(default_factory=LicenceSettings)  # type: ignore[arg-type]
-    project: ProjectSettings = Field(default_factory=ProjectSettings)  # type: ignore[arg-type]
-    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)  # type: ignore[arg-type]
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    licence: LicenceSettings = Field(default_factory=LicenceSettings)
+    project: ProjectSettings = Field(default_factory=ProjectSettings)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:
@@ -121,12 +122,14 @@ class Settings(BaseSettings):
                 "licence.password": self.licence.password,
                 "project.app_secret": self.project.app_secret,
             }
-            bad = [name for name, value in secrets.items() if value.get_secret_value() == PLACEHOLDER]
+            bad = [
+                name for name, value in secrets.items() if value.get_secret_value() == PLACEHOLDER
+            ]
             if bad:
                 raise ValueError(f"placeholder secrets in production: {', '.join(bad)}")
         return self
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment; keyword overrides win (used by the CLI and tests)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+def load_settings() -> Settings:
+    """Read settings from the environment."""
+    return Settings()

@@ -1,9 +1,10 @@
 """Kafka workers: one consumer group per worker, an inbox for exactly-once effects.
 
-For each message: decode the CloudEvent; in one transaction, record its id in
-the inbox and apply the handler's effect (a redelivered id is skipped); then
-commit the offset. A crash between the effect and the commit redelivers the
-message, and the inbox turns that into a no-op. A handler that fails sends the
+For each message: decode the CloudEvent; let the handler do its I/O; then, in
+one transaction, record the event id in the inbox and apply the handler's
+effect (an id already there is skipped); then commit the offset. A crash
+between the effect and the commit redelivers the message, and the inbox turns
+that into a no-op. A handler that fails sends the
 message, with the error, to the topic's dead-letter companion; it is never
 dropped. ``stop`` (SIGTERM) lets the message in hand finish, commits, and
 leaves the group.
@@ -30,12 +31,16 @@ from schemas.events import dead_letter_topic
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AsyncSession, BaseCloudEvent], Awaitable[None]]
+Effect = Callable[[AsyncSession], Awaitable[None]]
+"""What an event changes in the store, applied in the transaction that records it in the inbox."""
+
+Handler = Callable[[BaseCloudEvent], Awaitable[Effect | None]]
+"""Does the event's I/O (platform calls) outside any transaction; None: nothing to apply."""
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """A named worker: the topics it reads and the effect it applies per event."""
+    """A named worker: the topics it reads and how it handles an event."""
 
     name: str
     topics: tuple[str, ...]
@@ -57,19 +62,21 @@ class Worker:
         self.applied = 0
 
     async def apply(self, event: BaseCloudEvent) -> bool:
-        """Apply ``event`` once; return False if its id was already in the inbox."""
+        """Apply ``event`` once; return False if it was applied before or needs nothing."""
+        key = (self.spec.name, event.get_id())
+        async with self._sessions() as session:
+            if await session.get(InboxRow, key) is not None:
+                return False
+        effect = await self.spec.handler(event)
+        if effect is None:
+            return False
         try:
             async with transaction(self._sessions) as session:
-                seen = await session.get(InboxRow, (self.spec.name, event.get_id()))
-                if seen is not None:
-                    return False
-                session.add(
-                    InboxRow(consumer=self.spec.name, event_id=event.get_id(), processed_at=utcnow())
-                )
+                session.add(InboxRow(consumer=key[0], event_id=key[1], processed_at=utcnow()))
                 await session.flush()
-                await self.spec.handler(session, event)
+                await effect(session)
         except IntegrityError:
-            return False  # applied concurrently by another member of the group
+            return False  # applied meanwhile by another member of the group
         self.applied += 1
         return True
 
@@ -114,7 +121,7 @@ class Worker:
         try:
             event = record_to_event(record)
             await self.apply(event)
-        except Exception as exc:  # noqa: BLE001 - isolated: the message goes to the dead letters
+        except Exception as exc:
             await self._dead_letter(record, producer, exc)
 
     async def _dead_letter(
@@ -135,4 +142,3 @@ class Worker:
             await producer.send_and_wait(
                 dead_letter_topic(record.topic), value=record.value, key=record.key, headers=headers
             )
-

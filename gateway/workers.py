@@ -1,31 +1,55 @@
-"""The named workers of ``ywtb worker NAME``."""
+"""The named workers of ``ywtb worker NAME``, each built from the container."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from cloudevents.core.base import BaseCloudEvent
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.bootstrap import Container
 from gateway.store.models import TimelineEntry, utcnow
-from gateway.worker import WorkerSpec
-from schemas.events import APPLICATION_EVENTS
+from gateway.worker import Effect, WorkerSpec
+from schemas.events import APPLICATION_EVENTS, ApplicationEvent
 
 
-async def record_timeline(session: AsyncSession, event: BaseCloudEvent) -> None:
-    """Add the event to its application's timeline (GET /api/v1/applications/{id}/events)."""
-    data = event.get_data()
-    session.add(
-        TimelineEntry(
-            application_id=str(event.get_extension("partitionkey")),
-            event_id=event.get_id(),
-            type=event.get_type(),
-            time=event.get_time() or utcnow(),
-            data=data if isinstance(data, dict) else {"value": data},
-            recorded_at=utcnow(),
-        )
-    )
+def timeline(_container: Container) -> WorkerSpec:
+    """Every application event on its application's timeline."""
+
+    async def handle(event: BaseCloudEvent) -> Effect:
+        data = event.get_data()
+
+        async def effect(session: AsyncSession) -> None:
+            session.add(
+                TimelineEntry(
+                    application_id=str(event.get_extension("partitionkey")),
+                    event_id=event.get_id(),
+                    type=event.get_type(),
+                    time=event.get_time() or utcnow(),
+                    data=data if isinstance(data, dict) else {"value": data},
+                    recorded_at=utcnow(),
+                )
+            )
+
+        return effect
+
+    return WorkerSpec("timeline", (APPLICATION_EVENTS,), handle)
 
 
-WORKERS: dict[str, WorkerSpec] = {
-    spec.name: spec
-    for spec in (WorkerSpec("timeline", (APPLICATION_EVENTS,), record_timeline),)
+def evidence(container: Container) -> WorkerSpec:
+    """Completes the evidence an application request could not fetch within its budget."""
+
+    async def handle(event: BaseCloudEvent) -> Effect | None:
+        if event.get_type() != ApplicationEvent.RECEIVED:
+            return None
+        data = event.get_data()
+        assert isinstance(data, dict)
+        return await container.applications.prepare_completion(str(data["application_id"]))
+
+    return WorkerSpec("evidence", (APPLICATION_EVENTS,), handle)
+
+
+WORKERS: dict[str, Callable[[Container], WorkerSpec]] = {
+    "timeline": timeline,
+    "evidence": evidence,
 }

@@ -65,3 +65,12 @@ class ProjectApproval(BaseModel):
     issuing_authority: str = Field(description="审批部门")
     approved_on: date
     status: ProjectStatus
+
+
+#: 登记状态 words for messages a clerk reads.
+REGISTRATION_STATUS_WORDS: dict[RegistrationStatus, str] = {
+    RegistrationStatus.ACTIVE: "存续（在业）",
+    RegistrationStatus.REVOKED: "吊销",
+    RegistrationStatus.CANCELLED: "注销",
+    RegistrationStatus.MOVED_OUT: "迁出",
+}

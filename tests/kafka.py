@@ -26,7 +26,7 @@ async def read_topic(
         while not partitions and loop.time() < deadline:
             partitions = consumer.partitions_for_topic(topic)
             if not partitions:
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - topic may be new
+                await consumer._client.force_metadata_update()
                 await asyncio.sleep(0.1)
         if not partitions:
             return records

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from gateway.api import health
+from gateway.api import applications, health
 from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
 from gateway.logs import request_id
@@ -70,4 +70,5 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             request_id.reset(token)
 
     app.include_router(health.router)
+    app.include_router(applications.router)
     return app

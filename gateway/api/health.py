@@ -10,8 +10,8 @@ from sqlalchemy import text
 
 from gateway.api.deps import ClientDep, ContainerDep, SessionDep
 from gateway.outbox import backlog
-from schemas.errors import ConnectorError, StoreUnavailable
 from gateway.store.db import store_errors
+from schemas.errors import ConnectorError, StoreUnavailable
 
 router = APIRouter()
 

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.logs import request_id
@@ -25,6 +26,43 @@ from schemas.errors import (
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error is answered."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    request_id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the problems an operation can answer."""
+    described = {
+        401: "missing or bad API key",
+        404: "not found",
+        409: "conflict with an earlier request",
+        422: "invalid request; each field named",
+        503: "a platform or the store is unavailable",
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": described.get(status, "error"),
+            "content": {PROBLEM_JSON: {}},
+        }
+        for status in statuses
+    }
+
 
 _STATUS: list[tuple[type[ConnectorError], int]] = [
     (InvalidInput, 422),
@@ -72,7 +110,10 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(e["loc"]), "reason": e["msg"]} for e in exc.errors()]
+        errors = [
+            {"field": _field(e["loc"]), "reason": e["msg"].removeprefix("Value error, ")}
+            for e in exc.errors()
+        ]
         fields = ", ".join(e["field"] for e in errors)
         return problem(
             request, 422, "invalid_input", "Invalid request", f"invalid: {fields}", errors=errors

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Float, Integer, String, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    Integer,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT.
@@ -30,7 +40,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime(), dict[str, Any]: JSON}
 
 
 class ApiClient(Base):
@@ -100,3 +110,67 @@ class TimelineEntry(Base):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Application(Base):
+    """A 一证办电 application and its dossier status."""
+
+    __tablename__ = "applications"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    credential_type: Mapped[str] = mapped_column(String(16))
+    credential_no: Mapped[str] = mapped_column(String(32), index=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, comment="the validated request body")
+    procedures: Mapped[list[str]] = mapped_column(JSON)
+    time_limit_days: Mapped[int] = mapped_column(Integer)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ApplicationEvidence(Base):
+    """One piece of evidence an application requires, and where it stands."""
+
+    __tablename__ = "application_evidence"
+
+    application_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    evidence_id: Mapped[int | None] = mapped_column(BigInteger)
+    record: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, comment="the evidence as checked for this application (a snapshot)"
+    )
+    updated_at: Mapped[datetime]
+
+
+class StoredEvidence(Base):
+    """The evidence store: the latest record fetched from a platform, with its validity."""
+
+    __tablename__ = "evidence"
+    __table_args__ = (UniqueConstraint("kind", "subject"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(64))
+    source_platform: Mapped[str] = mapped_column(String(200))
+    issuing_authority: Mapped[str | None] = mapped_column(String(200))
+    document_no: Mapped[str | None] = mapped_column(String(100))
+    issued_on: Mapped[date | None]
+    valid_from: Mapped[date | None]
+    valid_to: Mapped[date | None]
+    fetched_at: Mapped[datetime]
+    fields: Mapped[dict[str, Any]]
+
+
+class IdempotencyKey(Base):
+    """An ``Idempotency-Key`` a client used, the hash of its body and what it created."""
+
+    __tablename__ = "idempotency_keys"
+
+    client: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    application_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]

@@ -15,7 +15,7 @@ from gateway.outbox import add_event
 from gateway.relay import Relay
 from gateway.store.db import transaction
 from gateway.store.models import ApiClient, OutboxRow, utcnow
-from schemas.events import APPLICATION_EVENTS, ApplicationEvent, Event, SOURCE
+from schemas.events import APPLICATION_EVENTS, SOURCE, ApplicationEvent, Event
 from tests.kafka import read_topic
 
 
@@ -28,7 +28,9 @@ def _event(key: str, n: int) -> Event:
     )
 
 
-async def _run_relay_until_empty(container: Container, relays: int = 1, timeout_s: float = 30) -> None:
+async def _run_relay_until_empty(
+    container: Container, relays: int = 1, timeout_s: float = 30
+) -> None:
     stop = asyncio.Event()
     buses = [KafkaBus(container.settings.kafka) for _ in range(relays)]
     workers = [

@@ -1,4 +1,4 @@
-"""Unit tests open no sockets: a connection attempt fails the test unless it is marked ``network``."""
+"""Unit tests open no sockets: connecting fails the test unless it is marked ``network``."""
 
 from __future__ import annotations
 

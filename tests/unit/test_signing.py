@@ -10,7 +10,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from adapters.signing import (
-    ALGORITHMS,
     MemoryNonceStore,
     canonical_string,
     get_algorithm,
@@ -19,6 +18,8 @@ from adapters.signing import (
     verify_signature,
 )
 from schemas.errors import Unauthorized
+
+SHARED_SECRET = {"hmac-sha256", "hmac-sm3"}
 
 APP_ID = "ywtb-sgcc-sh"
 SECRET = "s3cret-for-tests-only"
@@ -90,7 +91,15 @@ def test_percent_encoded_and_plain_paths_sign_alike() -> None:
     headers = signed(path="/api/v1/items/%E9%A1%B9%E7%9B%AE")
 
     assert (
-        verify_request("POST", "/api/v1/items/项目", BODY, headers, lookup_secret=lookup, now=NOW)
+        verify_request(
+            "POST",
+            "/api/v1/items/项目",
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+        )
         == APP_ID
     )
 
@@ -102,17 +111,39 @@ def test_empty_body_signs_the_digest_of_nothing() -> None:
     assert headers["X-Signature"] == hmac.new(SECRET.encode(), message, hashlib.sha256).hexdigest()
 
 
-@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.parametrize("algorithm", sorted(SHARED_SECRET))
 def test_a_signed_request_verifies_and_names_its_app(algorithm: str) -> None:
     headers = signed(algorithm=algorithm)
 
-    assert verify_request("POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW) == APP_ID
+    assert (
+        verify_request(
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+        )
+        == APP_ID
+    )
 
 
 def test_header_names_are_matched_case_insensitively() -> None:
     headers = {name.lower(): value for name, value in signed().items()}
 
-    assert verify_request("POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW) == APP_ID
+    assert (
+        verify_request(
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+        )
+        == APP_ID
+    )
 
 
 def test_fresh_timestamp_and_nonce_on_every_call() -> None:
@@ -137,7 +168,15 @@ def test_a_tampered_request_is_rejected(method: str, path: str, body: bytes) -> 
     headers = signed()
 
     with pytest.raises(Unauthorized) as caught:
-        verify_request(method, path, body, headers, lookup_secret=lookup, now=NOW)
+        verify_request(
+            method,
+            path,
+            body,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+        )
     assert caught.value.code == "bad_signature"
 
 
@@ -145,7 +184,15 @@ def test_a_tampered_timestamp_is_rejected() -> None:
     headers = signed() | {"X-Timestamp": "1718000001000"}
 
     with pytest.raises(Unauthorized) as caught:
-        verify_request("POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW)
+        verify_request(
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+        )
     assert caught.value.code == "bad_signature"
 
 
@@ -153,7 +200,15 @@ def test_a_tampered_nonce_is_rejected() -> None:
     headers = signed() | {"X-Nonce": "another-nonce"}
 
     with pytest.raises(Unauthorized) as caught:
-        verify_request("POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW)
+        verify_request(
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+        )
     assert caught.value.code == "bad_signature"
 
 
@@ -161,7 +216,15 @@ def test_a_signature_made_with_another_secret_is_rejected() -> None:
     headers = sign_request("POST", PATH, BODY, app_id=APP_ID, secret="wrong", now=NOW, nonce=NONCE)
 
     with pytest.raises(Unauthorized) as caught:
-        verify_request("POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW)
+        verify_request(
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+        )
     assert caught.value.code == "bad_signature"
 
 
@@ -169,7 +232,15 @@ def test_switching_the_algorithm_header_breaks_the_signature() -> None:
     headers = signed(algorithm="hmac-sha256") | {"X-Sign-Alg": "hmac-sm3"}
 
     with pytest.raises(Unauthorized) as caught:
-        verify_request("POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW)
+        verify_request(
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+        )
     assert caught.value.code == "bad_signature"
 
 
@@ -178,14 +249,30 @@ def test_a_timestamp_outside_the_window_is_rejected(skew_s: float) -> None:
     headers = signed()
 
     with pytest.raises(Unauthorized) as caught:
-        verify_request("POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW + skew_s)
+        verify_request(
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW + skew_s,
+        )
     assert caught.value.code == "stale_timestamp"
 
 
 def test_a_timestamp_at_the_edge_of_the_window_is_accepted() -> None:
     headers = signed()
 
-    app_id = verify_request("POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW + 300)
+    app_id = verify_request(
+        "POST",
+        PATH,
+        BODY,
+        headers,
+        lookup_secret=lookup,
+        allowed_algorithms=SHARED_SECRET,
+        now=NOW + 300,
+    )
     assert app_id == APP_ID
 
 
@@ -193,7 +280,15 @@ def test_an_unknown_app_is_rejected() -> None:
     headers = signed() | {"X-App-Id": "someone-else"}
 
     with pytest.raises(Unauthorized) as caught:
-        verify_request("POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW)
+        verify_request(
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+        )
     assert caught.value.code == "unknown_app"
     assert "someone-else" in caught.value.detail
 
@@ -206,7 +301,15 @@ def test_a_missing_header_is_named(header: str) -> None:
     del headers[header]
 
     with pytest.raises(Unauthorized) as caught:
-        verify_request("POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW)
+        verify_request(
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+        )
     assert caught.value.code == "missing_header"
     assert header in caught.value.detail
 
@@ -215,14 +318,28 @@ def test_a_timestamp_that_is_not_milliseconds_is_rejected() -> None:
     headers = signed() | {"X-Timestamp": "2024-06-10T06:13:20Z"}
 
     with pytest.raises(Unauthorized) as caught:
-        verify_request("POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW)
+        verify_request(
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+        )
     assert caught.value.code == "bad_header"
 
 
 def test_an_unregistered_or_disallowed_algorithm_is_rejected() -> None:
     with pytest.raises(Unauthorized) as caught:
         verify_request(
-            "POST", PATH, BODY, signed() | {"X-Sign-Alg": "md5"}, lookup_secret=lookup, now=NOW
+            "POST",
+            PATH,
+            BODY,
+            signed() | {"X-Sign-Alg": "md5"},
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
         )
     assert caught.value.code == "unsupported_algorithm"
 
@@ -245,7 +362,15 @@ def test_signing_with_an_unknown_algorithm_fails_loudly() -> None:
 
 
 def test_verify_signature_exposes_the_nonce_for_the_callers_store() -> None:
-    result = verify_signature("POST", PATH, BODY, signed(), lookup_secret=lookup, now=NOW)
+    result = verify_signature(
+        "POST",
+        PATH,
+        BODY,
+        signed(),
+        lookup_secret=lookup,
+        allowed_algorithms=SHARED_SECRET,
+        now=NOW,
+    )
 
     assert (result.app_id, result.nonce, result.timestamp_ms, result.algorithm) == (
         APP_ID,
@@ -260,11 +385,25 @@ def test_a_replayed_nonce_is_rejected_by_the_plugged_store() -> None:
     headers = signed()
 
     verify_request(
-        "POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW, check_nonce=store.claim
+        "POST",
+        PATH,
+        BODY,
+        headers,
+        lookup_secret=lookup,
+        allowed_algorithms=SHARED_SECRET,
+        now=NOW,
+        check_nonce=store.claim,
     )
     with pytest.raises(Unauthorized) as caught:
         verify_request(
-            "POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW, check_nonce=store.claim
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+            check_nonce=store.claim,
         )
     assert caught.value.code == "replayed_nonce"
 
@@ -280,12 +419,20 @@ def test_a_forged_request_does_not_burn_the_nonce() -> None:
             BODY + b"x",
             headers,
             lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
             now=NOW,
             check_nonce=store.claim,
         )
     assert (
         verify_request(
-            "POST", PATH, BODY, headers, lookup_secret=lookup, now=NOW, check_nonce=store.claim
+            "POST",
+            PATH,
+            BODY,
+            headers,
+            lookup_secret=lookup,
+            allowed_algorithms=SHARED_SECRET,
+            now=NOW,
+            check_nonce=store.claim,
         )
         == APP_ID
     )
