@@ -1,0 +1,1 @@
+"""Benchmarks: each measures the connector against a baseline in the same run."""
