@@ -15,11 +15,23 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.licence.client import LicenceClient
-from adapters.ports import LicenceRegistry, ProjectRegistry
+from adapters.marketing.client import MarketingClient
+from adapters.permit.client import PermitClient
+from adapters.ports import (
+    CaseStatusSink,
+    LicenceRegistry,
+    MarketingSystem,
+    PermitAuthority,
+    ProjectRegistry,
+)
 from adapters.project.client import ProjectClient
+from adapters.ywtb.client import CaseStatusClient
 from gateway.applications import ApplicationService
 from gateway.bus import KafkaBus
+from gateway.callbacks import CallbackVerifier
+from gateway.cases import CaseService
 from gateway.evidence import EvidenceService
+from gateway.permits import PermitService
 from gateway.settings import Settings, load_settings
 from gateway.store.db import Sessions, open_store, transaction
 from gateway.store.models import ApiClient, utcnow
@@ -39,8 +51,14 @@ class Container:
     http: httpx.AsyncClient
     licences: LicenceRegistry
     projects: ProjectRegistry
+    permit_authority: PermitAuthority
+    case_status: CaseStatusSink
+    marketing: MarketingSystem
     evidence: EvidenceService
     applications: ApplicationService
+    permits: PermitService
+    cases: CaseService
+    callbacks: dict[str, CallbackVerifier]
 
     async def aclose(self) -> None:
         await self.bus.close()
@@ -91,9 +109,36 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         timeout_s=settings.project.timeout_s,
         attempts=settings.project.attempts,
     )
-    evidence = EvidenceService(licences, projects, sessions, settings.evidence)
+    permit_authority: PermitAuthority = overrides.pop("permit_authority", None) or PermitClient(
+        http,
+        base_url=settings.permit.url,
+        app_id=settings.permit.app_id,
+        app_secret=settings.permit.app_secret.get_secret_value(),
+        algorithm=settings.permit.algorithm,
+        timeout_s=settings.permit.timeout_s,
+        attempts=settings.permit.attempts,
+    )
+    case_status: CaseStatusSink = overrides.pop("case_status", None) or CaseStatusClient(
+        http,
+        base_url=settings.ywtb.url,
+        app_id=settings.ywtb.app_id,
+        app_secret=settings.ywtb.app_secret.get_secret_value(),
+        algorithm=settings.ywtb.algorithm,
+        timeout_s=settings.ywtb.timeout_s,
+        attempts=settings.ywtb.attempts,
+    )
+    marketing: MarketingSystem = overrides.pop("marketing", None) or MarketingClient(
+        base_url=settings.marketing.url,
+        username=settings.marketing.username,
+        password=settings.marketing.password.get_secret_value(),
+        http=http,
+        timeout_s=settings.marketing.timeout_s,
+        attempts=settings.marketing.attempts,
+    )
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
+    evidence = EvidenceService(licences, projects, sessions, settings.evidence)
+    applications = ApplicationService(sessions, evidence, settings.evidence)
     return Container(
         settings=settings,
         engine=engine,
@@ -102,6 +147,15 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         http=http,
         licences=licences,
         projects=projects,
+        permit_authority=permit_authority,
+        case_status=case_status,
+        marketing=marketing,
         evidence=evidence,
-        applications=ApplicationService(sessions, evidence, settings.evidence),
+        applications=applications,
+        permits=PermitService(sessions, permit_authority),
+        cases=CaseService(sessions, applications, case_status),
+        callbacks={
+            "permit": CallbackVerifier("permit", settings.permit, sessions),
+            "ywtb": CallbackVerifier("ywtb", settings.ywtb, sessions),
+        },
     )

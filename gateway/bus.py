@@ -61,6 +61,29 @@ def kafka_errors() -> Iterator[None]:
         raise BrokerUnavailable(f"Kafka: {type(exc).__name__}: {exc}") from exc
 
 
+async def create_topics(settings: KafkaSettings, topics: Sequence[str]) -> None:
+    """Create the topics that do not exist yet, with the configured partitions."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap,
+        client_id=settings.client_id,
+        request_timeout_ms=int(settings.request_timeout_s * 1000),
+    )
+    with kafka_errors():
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            new = [
+                NewTopic(t, settings.partitions, settings.replication_factor)
+                for t in topics
+                if t not in existing
+            ]
+            if new:
+                with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile
+                    await admin.create_topics(new)
+        finally:
+            await admin.close()
+
+
 class KafkaBus:
     """Producer and topic administration for one Kafka cluster."""
 
@@ -106,28 +129,9 @@ class KafkaBus:
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create missing topics with the configured partitions (idempotent)."""
         missing = [t for t in topics if t not in self._known_topics]
-        if not missing:
-            return
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap,
-            client_id=self.settings.client_id,
-            request_timeout_ms=int(self.settings.request_timeout_s * 1000),
-        )
-        with kafka_errors():
-            await admin.start()
-            try:
-                existing = set(await admin.list_topics())
-                new = [
-                    NewTopic(t, self.settings.partitions, self.settings.replication_factor)
-                    for t in missing
-                    if t not in existing
-                ]
-                if new:
-                    with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile
-                        await admin.create_topics(new)
-            finally:
-                await admin.close()
-        self._known_topics.update(missing)
+        if missing:
+            await create_topics(self.settings, missing)
+            self._known_topics.update(missing)
 
     async def publish(self, messages: Sequence[tuple[str, ce_kafka.KafkaMessage]]) -> list[bool]:
         """Send ``(topic, message)`` pairs; return, per message, whether the broker acknowledged.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("relay", help="publish the outbox to Kafka")
     worker = commands.add_parser("worker", help="run one named worker")
     worker.add_argument("name", choices=sorted(WORKERS))
+    dlq = commands.add_parser("dlq", help="dead letters: list, show, replay")
+    dlq.add_argument("action", choices=["list", "show", "replay"])
+    dlq.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="for show and replay")
+    dlq.add_argument("--worker", help="only the dead letters of this worker")
     args = parser.parse_args(argv)
 
     configure_logging(load_settings().log_level)
@@ -85,6 +90,31 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_relay())
     elif args.command == "worker":
         asyncio.run(_worker(args.name))
+    elif args.command == "dlq":
+        return _dlq(args.action, args.event_ids, args.worker)
+    return 0
+
+
+def _dlq(action: str, event_ids: list[str], worker: str | None) -> int:
+    from gateway.dlq import run_dlq_command
+    from schemas.errors import ConnectorError
+
+    settings = load_settings()
+    if not settings.kafka.bootstrap:
+        print("ywtb dlq: YWTB_KAFKA_BOOTSTRAP is not set", file=sys.stderr)
+        return 2
+    if action != "list" and not event_ids:
+        print(f"ywtb dlq {action}: name at least one EVENT_ID", file=sys.stderr)
+        return 2
+    try:
+        rows = run_dlq_command(settings.kafka, action, event_ids, worker)
+    except ConnectorError as exc:
+        print(f"ywtb dlq {action}: {exc.detail}", file=sys.stderr)
+        return 1
+    if action == "list":
+        print(f"{len(rows)} dead letter(s)", file=sys.stderr)
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False, default=str))
     return 0
 
 

@@ -24,6 +24,7 @@ from gateway.settings import RelaySettings
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import OutboxLane, OutboxRow, utcnow
 from schemas.errors import BrokerUnavailable
+from schemas.events import all_topics
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class Relay:
         try:
             while not stop.is_set():
                 try:
+                    await self._bus.ensure_topics(all_topics())
                     sent = await self.publish_once()
                     backoff = 0.1
                 except BrokerUnavailable as exc:

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 from adapters.licence import simulator as licence_simulator
+from adapters.marketing import simulator as marketing_simulator
+from adapters.permit import simulator as permit_simulator
 from adapters.project import simulator as project_simulator
 from adapters.simulation import ServedApp
+from adapters.ywtb import simulator as ywtb_simulator
 from gateway.api.app import create_app
 from gateway.bootstrap import bootstrap
 from gateway.devbroker import DevBroker
@@ -44,7 +47,7 @@ def run_sandbox(port: int, seed: Path | None) -> None:
         for path in (db, db.with_suffix(".db-wal"), db.with_suffix(".db-shm")):
             path.unlink(missing_ok=True)
         settings.store.url = f"sqlite+aiosqlite:///{db}"
-    simulators = start_simulators(settings, load_seed(seed))
+    simulators = start_simulators(settings, load_seed(seed), f"http://127.0.0.1:{port}")
     try:
         asyncio.run(_serve(settings, port, simulators))
     finally:
@@ -55,8 +58,9 @@ def run_sandbox(port: int, seed: Path | None) -> None:
         _say("sandbox stopped")
 
 
-def start_simulators(settings: Settings, seed: Seed) -> dict[str, ServedApp]:
+def start_simulators(settings: Settings, seed: Seed, api_url: str) -> dict[str, ServedApp]:
     """Every simulated platform on its own loopback port; ``settings`` point at them."""
+    permit = settings.permit
     simulators = {
         "licence": ServedApp(
             licence_simulator.create_app(
@@ -73,11 +77,39 @@ def start_simulators(settings: Settings, seed: Seed) -> dict[str, ServedApp]:
                 algorithm=settings.project.algorithm,
             )
         ),
+        "permit": ServedApp(
+            permit_simulator.create_app(
+                app_id=permit.app_id,
+                app_secret=permit.app_secret.get_secret_value(),
+                algorithm=permit.algorithm,
+                callback_url=f"{api_url}/callbacks/permits",
+                callback_app_id=permit.callback_app_id,
+                callback_secret=permit.callback_key.get_secret_value(),
+                decision_delay_s=settings.sandbox.permit_decision_delay_s,
+                policy="refuse-long",
+            )
+        ),
+        "ywtb": ServedApp(
+            ywtb_simulator.create_app(
+                app_id=settings.ywtb.app_id,
+                app_secret=settings.ywtb.app_secret.get_secret_value(),
+                algorithm=settings.ywtb.algorithm,
+            )
+        ),
+        "marketing": ServedApp(
+            marketing_simulator.create_app(
+                username=settings.marketing.username,
+                password=settings.marketing.password.get_secret_value(),
+            )
+        ),
     }
     for served in simulators.values():
         served.start()
     settings.licence.url = simulators["licence"].url
     settings.project.url = simulators["project"].url
+    settings.permit.url = simulators["permit"].url
+    settings.ywtb.url = simulators["ywtb"].url
+    settings.marketing.url = simulators["marketing"].url
     return simulators
 
 
@@ -131,7 +163,7 @@ def _banner(settings: Settings, port: int, simulators: dict[str, ServedApp]) -> 
                 f"  API key    Authorization: Bearer {key}",
                 f"  Kafka      {settings.kafka.bootstrap}",
                 f"  store      {settings.store.url}",
-                *(f"  simulator  {name:<8} {served.url}" for name, served in simulators.items()),
+                *(f"  simulator  {name:<9} {served.url}" for name, served in simulators.items()),
                 "  Ctrl-C stops everything.",
             ]
         )

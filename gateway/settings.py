@@ -48,6 +48,12 @@ class RelaySettings(BaseModel):
 class WorkerSettings(BaseModel):
     poll_timeout_ms: int = Field(500, description="how long one poll waits for messages")
     max_records: int = Field(100, description="messages fetched per poll")
+    in_place_attempts: int = Field(3, description="tries of a transient failure before .retry")
+    in_place_backoff_max_s: float = Field(5.0, description="longest pause between in-place tries")
+    retry_delays_s: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0],
+        description="delays of the rounds through <topic>.retry; after the last, <topic>.dlq",
+    )
 
 
 class SecuritySettings(BaseModel):
@@ -60,6 +66,9 @@ class SecuritySettings(BaseModel):
 class SandboxSettings(BaseModel):
     api_key: SecretStr = Field(
         SecretStr("sandbox-key"), description="API key the sandbox accepts (client 'sandbox')"
+    )
+    permit_decision_delay_s: float = Field(
+        5.0, description="how long the simulated road authority takes to decide"
     )
 
 
@@ -84,6 +93,43 @@ class ProjectSettings(PlatformSettings):
     app_key: str = Field("ywtb-connector", description="app key issued by the platform")
     app_secret: SecretStr = Field(SecretStr(PLACEHOLDER), description="app secret for signing")
     algorithm: str = Field("hmac-sha256", description="signature algorithm: hmac-sha256, hmac-sm3")
+
+
+class SignedPlatformSettings(PlatformSettings):
+    """A platform we call with signed requests and that calls us back signed."""
+
+    app_id: str = Field("ywtb-connector", description="our app id on the platform")
+    app_secret: SecretStr = Field(
+        SecretStr(PLACEHOLDER),
+        description="our signing key (shared secret, or SM2 private key hex)",
+    )
+    algorithm: str = Field("hmac-sha256", description="hmac-sha256, hmac-sm3 or sm2-sm3")
+    callback_app_id: str = Field(
+        "platform", description="the app id the platform signs callbacks with"
+    )
+    callback_key: SecretStr = Field(
+        SecretStr(PLACEHOLDER),
+        description="key that verifies its callbacks (shared secret, or its SM2 public key hex)",
+    )
+    callback_algorithm: str = Field("hmac-sha256", description="algorithm of its callbacks")
+    callback_window_s: float = Field(300.0, description="accepted clock difference of callbacks")
+
+
+class PermitSettings(SignedPlatformSettings):
+    """占掘路行政审批: the road authority's permit platform."""
+
+
+class YwtbSettings(SignedPlatformSettings):
+    """一网通办: case callbacks in, case status pushes out."""
+
+    item_code: str = Field("310100-GDYD-001", description="事项编码 of 一证办电 on 一网通办")
+
+
+class MarketingSettings(PlatformSettings):
+    """营销系统: the utility's marketing system (SOAP, WS-Security UsernameToken)."""
+
+    username: str = Field("ywtb-connector", description="WS-Security user name")
+    password: SecretStr = Field(SecretStr(PLACEHOLDER), description="WS-Security password")
 
 
 class EvidenceSettings(BaseModel):
@@ -114,6 +160,9 @@ class Settings(BaseSettings):
     licence: LicenceSettings = Field(default_factory=LicenceSettings)
     project: ProjectSettings = Field(default_factory=ProjectSettings)
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
+    permit: PermitSettings = Field(default_factory=PermitSettings)
+    ywtb: YwtbSettings = Field(default_factory=YwtbSettings)
+    marketing: MarketingSettings = Field(default_factory=MarketingSettings)
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:
@@ -121,6 +170,11 @@ class Settings(BaseSettings):
             secrets = {
                 "licence.password": self.licence.password,
                 "project.app_secret": self.project.app_secret,
+                "permit.app_secret": self.permit.app_secret,
+                "permit.callback_key": self.permit.callback_key,
+                "ywtb.app_secret": self.ywtb.app_secret,
+                "ywtb.callback_key": self.ywtb.callback_key,
+                "marketing.password": self.marketing.password,
             }
             bad = [
                 name for name, value in secrets.items() if value.get_secret_value() == PLACEHOLDER

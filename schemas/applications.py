@@ -236,3 +236,23 @@ class ApplicationResource(BaseModel):
     evidence: list[EvidenceRecord]
     created_at: datetime
     updated_at: datetime
+
+
+class DeliveryRecord(BaseModel):
+    """How an event fared with one delivering worker (marketing system, 一网通办 status)."""
+
+    worker: str
+    status: str = Field(description="delivered, retrying or dead (in the dead-letter topic)")
+    attempts: int
+    last_error: str | None
+    updated_at: datetime
+
+
+class TimelineItem(BaseModel):
+    """One event in the story of an application, with its deliveries."""
+
+    event_id: str
+    type: str
+    time: datetime
+    data: dict[str, Any]
+    deliveries: list[DeliveryRecord]

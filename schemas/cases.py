@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.errors import InvalidInput
+
 
 class Stage(StrEnum):
     """Stages the marketing system reports and 一网通办 shows the customer."""
@@ -66,3 +68,35 @@ class MarketingNotice(BaseModel):
     application_id: str
     occurred_at: datetime
     payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageReport(BaseModel):
+    """``POST /api/v1/applications/{id}/progress``: a stage change the marketing system reports."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Stage
+    handler: str = Field(min_length=1, max_length=200, description="办理人 / 办理部门")
+    occurred_at: datetime | None = Field(None, description="when it happened; default now")
+    reason: str | None = Field(None, max_length=1000, description="required for 补正 / 不予受理")
+    result_code: str | None = Field(None, max_length=32, description="办结结果代码")
+
+
+def check_stage_report(report: StageReport) -> None:
+    """Rules across fields; ``InvalidInput`` names the field to correct."""
+    if report.stage in (Stage.SUPPLEMENT_REQUESTED, Stage.REFUSED) and not report.reason:
+        raise InvalidInput("reason", f"required for stage {report.stage.value}")
+    if report.occurred_at is not None and report.occurred_at.tzinfo is None:
+        raise InvalidInput("occurred_at", "needs a time zone, e.g. +08:00")
+
+
+class StageChangeResource(BaseModel):
+    application_id: str
+    seq: int
+    stage: Stage
+    handler: str
+    occurred_at: datetime
+    reason: str | None
+    result_code: str | None
+    event_id: str
+    case_no: str | None

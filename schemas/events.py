@@ -16,9 +16,11 @@ EVENT_TYPE_PREFIX = "cn.sgcc.sh.ywtb"
 SOURCE = "/ywtb-connector"
 
 APPLICATION_EVENTS = "ywtb.application.events"
+PERMIT_EVENTS = "ywtb.permit.events"
+CASE_EVENTS = "ywtb.case.events"
 
-#: Every topic the connector writes; created on start.
-TOPICS: tuple[str, ...] = (APPLICATION_EVENTS,)
+#: Every topic the connector writes; created on start. All are keyed by application id.
+TOPICS: tuple[str, ...] = (APPLICATION_EVENTS, PERMIT_EVENTS, CASE_EVENTS)
 
 
 def event_type(aggregate: str, verb: str) -> str:
@@ -45,6 +47,21 @@ class ApplicationEvent:
     EVIDENCE_FETCHED = event_type("application", "evidence_fetched")
     DOSSIER_COMPLETED = event_type("application", "dossier_completed")
     REJECTED = event_type("application", "rejected")
+    STAGE_CHANGED = event_type("application", "stage_changed")
+
+
+class PermitEvent:
+    """Types of ``ywtb.permit.events`` (占掘路)."""
+
+    REQUESTED = event_type("permit", "requested")
+    FILED = event_type("permit", "filed")
+    DECIDED = event_type("permit", "decided")
+
+
+class CaseEvent:
+    """Types of ``ywtb.case.events`` (一网通办 办件)."""
+
+    RECEIVED = event_type("case", "received")
 
 
 @dataclass(frozen=True)

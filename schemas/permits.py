@@ -61,3 +61,54 @@ class PermitDecision(BaseModel):
     valid_to: date | None = None
     reason: str | None = Field(None, description="不予许可理由, when refused")
     decided_at: datetime
+
+
+class PermitWorks(BaseModel):
+    """``POST /api/v1/applications/{id}/permits``: the external works to get a permit for.
+
+    The builder (建设单位) is the applicant; its name comes from the licence evidence.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    works_name: str = Field(min_length=1, max_length=200, description="工程名称")
+    contractor_name: str = Field(min_length=1, max_length=200, description="施工单位")
+    contractor_uscc: str | None = Field(None, description="施工单位统一社会信用代码")
+    road: str = Field(min_length=1, max_length=200, description="道路名称")
+    section_start: str = Field(min_length=1, max_length=200, description="起点")
+    section_end: str = Field(min_length=1, max_length=200, description="止点")
+    excavation_length_m: float = Field(gt=0, le=100_000, description="挖掘长度 (m)")
+    excavation_area_m2: float = Field(gt=0, le=1_000_000, description="挖掘面积 (m²)")
+    period_start: date
+    period_end: date
+
+    @model_validator(mode="after")
+    def _period_in_order(self) -> PermitWorks:
+        if self.period_end < self.period_start:
+            raise ValueError("period_end is before period_start")
+        return self
+
+
+class PermitStatus(StrEnum):
+    REQUESTED = "requested"  # recorded, not yet filed with the authority
+    FILED = "filed"  # 已受理: waiting for the decision
+    APPROVED = "approved"
+    REFUSED = "refused"
+
+
+class PermitResource(BaseModel):
+    """``GET /api/v1/permits/{id}``."""
+
+    id: str
+    application_id: str
+    status: PermitStatus
+    request: PermitRequest
+    filing_no: str | None
+    filed_at: datetime | None
+    permit_no: str | None
+    valid_from: date | None
+    valid_to: date | None
+    reason: str | None
+    decided_at: datetime | None
+    created_at: datetime
+    updated_at: datetime

@@ -174,3 +174,89 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     application_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
+
+
+class Delivery(Base):
+    """Where an event stands with a delivering worker: delivered, retrying or dead."""
+
+    __tablename__ = "deliveries"
+
+    worker: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    application_id: Mapped[str] = mapped_column(String(64), index=True)
+    event_type: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(1000))
+    updated_at: Mapped[datetime]
+
+
+class Nonce(Base):
+    """A callback nonce seen within the signature window: a second use is a replay."""
+
+    __tablename__ = "nonces"
+
+    app_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class ReceivedCallback(Base):
+    """A government callback, stored before it is acknowledged; its key makes a repeat a no-op."""
+
+    __tablename__ = "callbacks"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    callback_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(100))
+    body: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
+
+
+class Permit(Base):
+    """A 占掘路 permit application filed for an application's external works."""
+
+    __tablename__ = "permits"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    application_id: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    request: Mapped[dict[str, Any]]
+    filing_no: Mapped[str | None] = mapped_column(String(64), unique=True)
+    filed_at: Mapped[datetime | None]
+    permit_no: Mapped[str | None] = mapped_column(String(100))
+    valid_from: Mapped[date | None]
+    valid_to: Mapped[date | None]
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    decided_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Case(Base):
+    """A 一网通办 case (办件) and the one application it became."""
+
+    __tablename__ = "cases"
+
+    case_no: Mapped[str] = mapped_column(String(64), primary_key=True)
+    item_code: Mapped[str] = mapped_column(String(64))
+    application_id: Mapped[str] = mapped_column(String(64), unique=True)
+    received_at: Mapped[datetime]
+
+
+class StageChange(Base):
+    """A stage the marketing system reported; ``seq`` orders the stages of an application."""
+
+    __tablename__ = "stage_changes"
+    __table_args__ = (UniqueConstraint("application_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    application_id: Mapped[str] = mapped_column(String(64), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    stage: Mapped[str] = mapped_column(String(32))
+    handler: Mapped[str] = mapped_column(String(200))
+    occurred_at: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    result_code: Mapped[str | None] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
