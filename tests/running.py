@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
+
+from pydantic import BaseModel, SecretStr
 
 from gateway.bootstrap import Container
 from gateway.bus import KafkaBus
 from gateway.relay import Relay
+from gateway.settings import Settings
 from gateway.worker import Worker
 from gateway.workers import WORKERS
 
@@ -40,3 +48,36 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
     async with asyncio.timeout(timeout_s):
         while not await check():
             await asyncio.sleep(0.05)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the YWTB_ environment of a separate process."""
+    env: dict[str, str] = {"YWTB_ENVIRONMENT": settings.environment}
+    for concern, model in settings:
+        if not isinstance(model, BaseModel):
+            continue
+        for name, value in model:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, dict):
+                value = {
+                    k: v.get_secret_value() if isinstance(v, SecretStr) else v
+                    for k, v in value.items()
+                }
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            env[f"YWTB_{concern.upper()}_{name.upper()}"] = text
+    return env
+
+
+def worker_process(name: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """``ywtb worker NAME`` as its own process, as ops would run it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YWTB_")}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "worker", name],
+            env={**env, **settings_env(settings), "YWTB_LOG_LEVEL": "INFO"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -18,12 +15,12 @@ from gateway.bus import outbox_to_message
 from gateway.devbroker import DevBroker
 from gateway.outbox import add_event
 from gateway.relay import Relay
-from gateway.settings import Settings
 from gateway.store.db import transaction
 from gateway.store.models import InboxRow, OutboxRow, TimelineEntry
 from gateway.worker import Worker
 from gateway.workers import WORKERS
 from schemas.events import APPLICATION_EVENTS, ApplicationEvent, Event
+from tests.running import worker_process
 
 
 def _event(key: str, n: int) -> Event:
@@ -112,32 +109,13 @@ async def test_the_same_event_delivered_twice_has_one_effect(container: Containe
     assert worker.applied == 2  # the duplicate and the sentinel; the redelivery was skipped
 
 
-def _worker_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    """``ywtb worker timeline`` as its own process, as ops would run it."""
-    env = {
-        **os.environ,
-        "YWTB_KAFKA_BOOTSTRAP": settings.kafka.bootstrap or "",
-        "YWTB_STORE_URL": settings.store.url,
-        "YWTB_LOG_LEVEL": "INFO",
-    }
-    if settings.store.schema_name:
-        env["YWTB_STORE_SCHEMA_NAME"] = settings.store.schema_name
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "worker", "timeline"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
 async def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice(
     container: Container, tmp_path: Path
 ) -> None:
     total = 400
     await _publish_through_outbox(container, [_event(f"app-{n % 9}", n) for n in range(total)])
 
-    first = _worker_process(container.settings, tmp_path / "worker.log")
+    first = worker_process("timeline", container.settings, tmp_path / "worker.log")
     try:
 
         async def some_applied() -> bool:
@@ -151,7 +129,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice
     at_kill, _ = await _timeline_count(container)
     assert at_kill < total, "the worker finished before it was killed: the test proved nothing"
 
-    second = _worker_process(container.settings, tmp_path / "worker.log")
+    second = worker_process("timeline", container.settings, tmp_path / "worker.log")
     try:
 
         async def all_applied() -> bool:
@@ -172,7 +150,7 @@ async def test_sigterm_finishes_the_message_in_hand_commits_and_leaves(
     total = 300
     await _publish_through_outbox(container, [_event("app-term", n) for n in range(total)])
 
-    worker = _worker_process(container.settings, tmp_path / "worker.log")
+    worker = worker_process("timeline", container.settings, tmp_path / "worker.log")
 
     async def some_applied() -> bool:
         return (await _timeline_count(container))[0] >= 20
