@@ -23,7 +23,6 @@ from schemas.applications import ApplicationRequest
 from schemas.cases import (
     CaseStatusUpdate,
     InboundCase,
-    Stage,
     StageChangeResource,
     StageReport,
     check_stage_report,
@@ -142,17 +141,8 @@ class CaseService:
             )
             session.add(change)
             await session.flush()
-            resource = StageChangeResource(
-                application_id=application_id,
-                seq=change.seq,
-                stage=Stage(change.stage),
-                handler=change.handler,
-                occurred_at=change.occurred_at,
-                reason=change.reason,
-                result_code=change.result_code,
-                event_id=change.event_id,
-                case_no=case_no,
-            )
+            resource = StageChangeResource.model_validate(change, from_attributes=True)
+            resource = resource.model_copy(update={"case_no": case_no})
             add_event(
                 session,
                 Event(
@@ -175,17 +165,7 @@ class CaseService:
         change = StageChangeResource.model_validate(event.get_data())
         if change.case_no is None:
             return None
-        update = CaseStatusUpdate(
-            event_id=change.event_id,
-            case_no=change.case_no,
-            application_id=change.application_id,
-            seq=change.seq,
-            stage=change.stage,
-            handler=change.handler,
-            occurred_at=change.occurred_at,
-            reason=change.reason,
-            result_code=change.result_code,
-        )
+        update = CaseStatusUpdate.model_validate(change.model_dump())
         try:
             await self._sink.push_status(update)
         except Conflict:

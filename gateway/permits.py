@@ -180,18 +180,4 @@ def _event(kind: str, permit: Permit, extra: dict[str, Any]) -> Event:
 
 
 def _resource(permit: Permit) -> PermitResource:
-    return PermitResource(
-        id=permit.id,
-        application_id=permit.application_id,
-        status=PermitStatus(permit.status),
-        request=PermitRequest.model_validate(permit.request),
-        filing_no=permit.filing_no,
-        filed_at=permit.filed_at,
-        permit_no=permit.permit_no,
-        valid_from=permit.valid_from,
-        valid_to=permit.valid_to,
-        reason=permit.reason,
-        decided_at=permit.decided_at,
-        created_at=permit.created_at,
-        updated_at=permit.updated_at,
-    )
+    return PermitResource.model_validate(permit, from_attributes=True)

@@ -99,4 +99,6 @@ class StageChangeResource(BaseModel):
     reason: str | None
     result_code: str | None
     event_id: str
-    case_no: str | None
+    case_no: str | None = Field(
+        None, description="办件编号, when the application came from 一网通办"
+    )

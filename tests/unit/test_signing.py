@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -20,6 +21,24 @@ from adapters.signing import (
 from schemas.errors import Unauthorized
 
 SHARED_SECRET = {"hmac-sha256", "hmac-sm3"}
+
+
+def verify(headers: dict[str, str], **overrides: Any) -> str:
+    """``verify_request`` of the standard request with ``headers`` (keywords override)."""
+    arguments: dict[str, Any] = {
+        "lookup_secret": lookup,
+        "allowed_algorithms": SHARED_SECRET,
+        "now": NOW,
+    } | overrides
+    return verify_request("POST", PATH, BODY, headers, **arguments)
+
+
+def refusal(headers: dict[str, str], **overrides: Any) -> Unauthorized:
+    """The ``Unauthorized`` that verifying the standard request with ``headers`` raises."""
+    with pytest.raises(Unauthorized) as caught:
+        verify(headers, **overrides)
+    return caught.value
+
 
 APP_ID = "ywtb-sgcc-sh"
 SECRET = "s3cret-for-tests-only"
@@ -115,35 +134,13 @@ def test_empty_body_signs_the_digest_of_nothing() -> None:
 def test_a_signed_request_verifies_and_names_its_app(algorithm: str) -> None:
     headers = signed(algorithm=algorithm)
 
-    assert (
-        verify_request(
-            "POST",
-            PATH,
-            BODY,
-            headers,
-            lookup_secret=lookup,
-            allowed_algorithms=SHARED_SECRET,
-            now=NOW,
-        )
-        == APP_ID
-    )
+    assert verify(headers) == APP_ID
 
 
 def test_header_names_are_matched_case_insensitively() -> None:
     headers = {name.lower(): value for name, value in signed().items()}
 
-    assert (
-        verify_request(
-            "POST",
-            PATH,
-            BODY,
-            headers,
-            lookup_secret=lookup,
-            allowed_algorithms=SHARED_SECRET,
-            now=NOW,
-        )
-        == APP_ID
-    )
+    assert verify(headers) == APP_ID
 
 
 def test_fresh_timestamp_and_nonce_on_every_call() -> None:
@@ -183,65 +180,25 @@ def test_a_tampered_request_is_rejected(method: str, path: str, body: bytes) -> 
 def test_a_tampered_timestamp_is_rejected() -> None:
     headers = signed() | {"X-Timestamp": "1718000001000"}
 
-    with pytest.raises(Unauthorized) as caught:
-        verify_request(
-            "POST",
-            PATH,
-            BODY,
-            headers,
-            lookup_secret=lookup,
-            allowed_algorithms=SHARED_SECRET,
-            now=NOW,
-        )
-    assert caught.value.code == "bad_signature"
+    assert refusal(headers).code == "bad_signature"
 
 
 def test_a_tampered_nonce_is_rejected() -> None:
     headers = signed() | {"X-Nonce": "another-nonce"}
 
-    with pytest.raises(Unauthorized) as caught:
-        verify_request(
-            "POST",
-            PATH,
-            BODY,
-            headers,
-            lookup_secret=lookup,
-            allowed_algorithms=SHARED_SECRET,
-            now=NOW,
-        )
-    assert caught.value.code == "bad_signature"
+    assert refusal(headers).code == "bad_signature"
 
 
 def test_a_signature_made_with_another_secret_is_rejected() -> None:
     headers = sign_request("POST", PATH, BODY, app_id=APP_ID, secret="wrong", now=NOW, nonce=NONCE)
 
-    with pytest.raises(Unauthorized) as caught:
-        verify_request(
-            "POST",
-            PATH,
-            BODY,
-            headers,
-            lookup_secret=lookup,
-            allowed_algorithms=SHARED_SECRET,
-            now=NOW,
-        )
-    assert caught.value.code == "bad_signature"
+    assert refusal(headers).code == "bad_signature"
 
 
 def test_switching_the_algorithm_header_breaks_the_signature() -> None:
     headers = signed(algorithm="hmac-sha256") | {"X-Sign-Alg": "hmac-sm3"}
 
-    with pytest.raises(Unauthorized) as caught:
-        verify_request(
-            "POST",
-            PATH,
-            BODY,
-            headers,
-            lookup_secret=lookup,
-            allowed_algorithms=SHARED_SECRET,
-            now=NOW,
-        )
-    assert caught.value.code == "bad_signature"
+    assert refusal(headers).code == "bad_signature"
 
 
 @pytest.mark.parametrize("skew_s", [301.0, -301.0])
@@ -279,18 +236,9 @@ def test_a_timestamp_at_the_edge_of_the_window_is_accepted() -> None:
 def test_an_unknown_app_is_rejected() -> None:
     headers = signed() | {"X-App-Id": "someone-else"}
 
-    with pytest.raises(Unauthorized) as caught:
-        verify_request(
-            "POST",
-            PATH,
-            BODY,
-            headers,
-            lookup_secret=lookup,
-            allowed_algorithms=SHARED_SECRET,
-            now=NOW,
-        )
-    assert caught.value.code == "unknown_app"
-    assert "someone-else" in caught.value.detail
+    refused = refusal(headers)
+    assert refused.code == "unknown_app"
+    assert "someone-else" in refused.detail
 
 
 @pytest.mark.parametrize(
@@ -300,48 +248,19 @@ def test_a_missing_header_is_named(header: str) -> None:
     headers = signed()
     del headers[header]
 
-    with pytest.raises(Unauthorized) as caught:
-        verify_request(
-            "POST",
-            PATH,
-            BODY,
-            headers,
-            lookup_secret=lookup,
-            allowed_algorithms=SHARED_SECRET,
-            now=NOW,
-        )
-    assert caught.value.code == "missing_header"
-    assert header in caught.value.detail
+    refused = refusal(headers)
+    assert refused.code == "missing_header"
+    assert header in refused.detail
 
 
 def test_a_timestamp_that_is_not_milliseconds_is_rejected() -> None:
     headers = signed() | {"X-Timestamp": "2024-06-10T06:13:20Z"}
 
-    with pytest.raises(Unauthorized) as caught:
-        verify_request(
-            "POST",
-            PATH,
-            BODY,
-            headers,
-            lookup_secret=lookup,
-            allowed_algorithms=SHARED_SECRET,
-            now=NOW,
-        )
-    assert caught.value.code == "bad_header"
+    assert refusal(headers).code == "bad_header"
 
 
 def test_an_unregistered_or_disallowed_algorithm_is_rejected() -> None:
-    with pytest.raises(Unauthorized) as caught:
-        verify_request(
-            "POST",
-            PATH,
-            BODY,
-            signed() | {"X-Sign-Alg": "md5"},
-            lookup_secret=lookup,
-            allowed_algorithms=SHARED_SECRET,
-            now=NOW,
-        )
-    assert caught.value.code == "unsupported_algorithm"
+    assert refusal(signed() | {"X-Sign-Alg": "md5"}).code == "unsupported_algorithm"
 
     with pytest.raises(Unauthorized) as caught:
         verify_request(
