@@ -27,7 +27,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
@@ -237,6 +237,28 @@ def sign_request(
         HEADER_SIGNATURE: signature,
         HEADER_ALGORITHM: alg.name,
     }
+
+
+@dataclass(frozen=True)
+class Signer:
+    """One app's signing key: signs requests as ``app_id`` with ``algorithm``.
+
+    ``secret`` is the shared secret, or for ``sm2-sm3`` our private key. An
+    unknown algorithm is refused when the signer is made, not on first use.
+    """
+
+    app_id: str
+    secret: str = field(repr=False)
+    algorithm: str = "hmac-sha256"
+
+    def __post_init__(self) -> None:
+        get_algorithm(self.algorithm)
+
+    def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        """Fresh signing headers (new timestamp and nonce) for one request."""
+        return sign_request(
+            method, path, body, app_id=self.app_id, secret=self.secret, algorithm=self.algorithm
+        )
 
 
 def verify_signature(

@@ -7,6 +7,9 @@ tests and drills use:
 - ``GET|PUT /_admin/faults``: ``{"latency_s": 0.0, "error_rate": 0.0, "down": false}``
 - ``GET|DELETE /_admin/calls``: operations counted since the last reset, and the
   requests received (method, path, headers, body) for contract tests.
+
+Simulators of platforms that call us back (permit decisions, filed cases) post
+with ``deliver_signed``.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import threading
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+import httpx
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import Body, FastAPI, Request, Response
 from pydantic import BaseModel, Field
+
+from adapters.signing import Signer
 
 ADMIN_PREFIX = "/_admin"
 
@@ -109,6 +115,76 @@ def install_control(app: FastAPI, control: SimulatorControl, error_response: Err
     async def reset_calls() -> Response:
         control.reset()
         return Response(status_code=204)
+
+
+def install_admin_set(app: FastAPI, name: str, values: set[str]) -> None:
+    """``GET|PUT|DELETE /_admin/<name>`` over ``values``: read it sorted, replace it with
+    a JSON list, empty it (a simulator's configurable refusals)."""
+    path = f"{ADMIN_PREFIX}/{name}"
+
+    @app.get(path, include_in_schema=False)
+    async def get_values() -> list[str]:
+        return sorted(values)
+
+    @app.put(path, include_in_schema=False)
+    async def put_values(new: Annotated[list[str], Body()]) -> list[str]:
+        values.clear()
+        values.update(new)
+        return sorted(values)
+
+    @app.delete(path, include_in_schema=False, status_code=204)
+    async def clear_values() -> Response:
+        values.clear()
+        return Response(status_code=204)
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One try of a callback: its number (from 1) and the HTTP status, or the error instead."""
+
+    attempt: int
+    status: int | None = None
+    error: str | None = None
+
+
+async def deliver_signed(
+    http: httpx.AsyncClient,
+    url: str,
+    content: bytes,
+    *,
+    signer: Signer,
+    attempts: int,
+    backoff_s: float,
+    max_backoff_s: float,
+    on_attempt: Callable[[DeliveryAttempt], None] = lambda _: None,
+) -> bool:
+    """POST ``content`` (JSON) to ``url``, signed afresh each time, until a 2xx answers it.
+
+    Up to ``attempts`` tries, waiting ``backoff_s`` after the first failure and
+    doubling up to ``max_backoff_s``; ``on_attempt`` sees each try as it ends.
+    True if one was answered 2xx.
+    """
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            await asyncio.sleep(min(backoff_s * 2 ** (attempt - 2), max_backoff_s))
+        request = http.build_request(
+            "POST",
+            url,
+            content=content,
+            headers={"Content-Type": "application/json; charset=utf-8"},
+        )
+        request.headers.update(
+            signer.headers("POST", request.url.raw_path.decode("ascii"), content)
+        )
+        try:
+            response = await http.send(request)
+        except httpx.HTTPError as exc:
+            on_attempt(DeliveryAttempt(attempt, error=f"{type(exc).__name__}: {exc}"))
+            continue
+        on_attempt(DeliveryAttempt(attempt, status=response.status_code))
+        if response.is_success:
+            return True
+    return False
 
 
 def bind_loopback(port: int = 0) -> socket.socket:

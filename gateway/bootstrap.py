@@ -25,6 +25,7 @@ from adapters.ports import (
     ProjectRegistry,
 )
 from adapters.project.client import ProjectClient
+from adapters.resilience import CircuitBreaker
 from adapters.ywtb.client import CaseStatusClient
 from gateway.applications import ApplicationService
 from gateway.bus import KafkaBus
@@ -59,6 +60,7 @@ class Container:
     permits: PermitService
     cases: CaseService
     callbacks: dict[str, CallbackVerifier]
+    breakers: dict[str, CircuitBreaker]
 
     async def aclose(self) -> None:
         await self.bus.close()
@@ -92,6 +94,9 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
     http: httpx.AsyncClient = overrides.pop("http", None) or httpx.AsyncClient(
         headers={"User-Agent": "ywtb-connector"}
     )
+    breakers = {
+        name: CircuitBreaker(name) for name in ("licence", "project", "permit", "ywtb", "marketing")
+    }
     licences: LicenceRegistry = overrides.pop("licences", None) or LicenceClient(
         base_url=settings.licence.url,
         username=settings.licence.username,
@@ -99,6 +104,7 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         http=http,
         timeout_s=settings.licence.timeout_s,
         attempts=settings.licence.attempts,
+        breaker=breakers["licence"],
     )
     projects: ProjectRegistry = overrides.pop("projects", None) or ProjectClient(
         http,
@@ -108,6 +114,7 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         algorithm=settings.project.algorithm,
         timeout_s=settings.project.timeout_s,
         attempts=settings.project.attempts,
+        breaker=breakers["project"],
     )
     permit_authority: PermitAuthority = overrides.pop("permit_authority", None) or PermitClient(
         http,
@@ -117,6 +124,7 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         algorithm=settings.permit.algorithm,
         timeout_s=settings.permit.timeout_s,
         attempts=settings.permit.attempts,
+        breaker=breakers["permit"],
     )
     case_status: CaseStatusSink = overrides.pop("case_status", None) or CaseStatusClient(
         http,
@@ -126,6 +134,7 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         algorithm=settings.ywtb.algorithm,
         timeout_s=settings.ywtb.timeout_s,
         attempts=settings.ywtb.attempts,
+        breaker=breakers["ywtb"],
     )
     marketing: MarketingSystem = overrides.pop("marketing", None) or MarketingClient(
         base_url=settings.marketing.url,
@@ -134,6 +143,7 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         http=http,
         timeout_s=settings.marketing.timeout_s,
         attempts=settings.marketing.attempts,
+        breaker=breakers["marketing"],
     )
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
@@ -158,4 +168,5 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
             "permit": CallbackVerifier("permit", settings.permit, sessions),
             "ywtb": CallbackVerifier("ywtb", settings.ywtb, sessions),
         },
+        breakers=breakers,
     )

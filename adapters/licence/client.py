@@ -5,13 +5,9 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from zeep import AsyncClient, Settings
 from zeep.helpers import serialize_object
-from zeep.proxy import AsyncServiceProxy
-from zeep.transports import AsyncTransport
-from zeep.wsse.username import UsernameToken
 
-from adapters.licence.errors import PLATFORM, soap_errors
+from adapters.licence.errors import PLATFORM, SOAP_PLATFORM
 from adapters.licence.mapping import (
     BINDING,
     SERVICE_PATH,
@@ -19,7 +15,8 @@ from adapters.licence.mapping import (
     licence_from_response,
     licence_request,
 )
-from adapters.resilience import raise_for_server_error, retry_transient
+from adapters.resilience import CircuitBreaker, retry_transient
+from adapters.soap import service_proxy, zeep_errors
 from schemas.evidence import BusinessLicence
 
 REQUESTER = "ywtb-connector"
@@ -33,7 +30,7 @@ class LicenceClient:
     ``<base_url>/ws/licence`` over the caller's ``httpx.AsyncClient``, signed
     with a WS-Security UsernameToken (PasswordDigest). Each call names the
     requesting system, the purpose and a request serial for the platform's
-    audit trail.
+    audit trail. ``breaker`` (default: one of its own) guards every attempt.
     """
 
     def __init__(
@@ -47,30 +44,29 @@ class LicenceClient:
         attempts: int = 3,
         requester: str = REQUESTER,
         purpose: str = PURPOSE,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._attempts = attempts
         self._requester = requester
         self._purpose = purpose
-        # zeep ships py.typed but leaves most signatures untyped.
-        token = UsernameToken(username, password, use_digest=True, zulu_timestamp=True)  # type: ignore[no-untyped-call]
-        zeep_client = AsyncClient(  # type: ignore[no-untyped-call]
-            str(WSDL_PATH),
-            wsse=token,
-            transport=_HttpxTransport(http, timeout_s),
-            settings=Settings(forbid_dtd=True, forbid_entities=True, forbid_external=True),
-        )
-        # AsyncClient.create_service would return a synchronous proxy.
-        self._service = AsyncServiceProxy(  # type: ignore[no-untyped-call]
-            zeep_client,
-            zeep_client.wsdl.bindings[BINDING],
+        self.breaker = breaker or CircuitBreaker(PLATFORM)
+        self._service = service_proxy(
+            wsdl_path=WSDL_PATH,
+            binding=BINDING,
             address=base_url.rstrip("/") + SERVICE_PATH,
+            username=username,
+            password=password,
+            http=http,
+            timeout_s=timeout_s,
+            platform=PLATFORM,
         )
 
     async def fetch_licence(self, uscc: str, *, request_id: str | None = None) -> BusinessLicence:
         """The licence of ``uscc``; ``request_id`` (QQLSH) defaults to a new UUID.
 
         Raises ``NotFound``, ``Unauthorized``, ``PlatformRejected``, or
-        ``PlatformUnavailable`` once ``attempts`` tries have failed transiently.
+        ``PlatformUnavailable`` once ``attempts`` tries have failed transiently
+        (or at once while the breaker is open).
         """
         request = licence_request(
             uscc,
@@ -79,42 +75,8 @@ class LicenceClient:
             serial=request_id or uuid.uuid4().hex,
         )
         async for attempt in retry_transient(self._attempts):
-            with attempt, soap_errors():
+            with attempt, self.breaker.guard(), zeep_errors(PLATFORM, SOAP_PLATFORM.classify_fault):
                 reply = await self._service.QueryLicence(**request)
                 fields = serialize_object(reply, dict)  # type: ignore[no-untyped-call]
                 return licence_from_response(fields, uscc=uscc)
         raise AssertionError("unreachable: retry_transient re-raises the last error")
-
-
-class _HttpxTransport(AsyncTransport):
-    """zeep's async transport over a caller-owned ``httpx.AsyncClient``.
-
-    zeep's own constructor would create a second (sync) client for loading
-    documents and overwrite the passed client's default headers; this one
-    does neither, puts a timeout on every call, and refuses to fetch any
-    document, since the WSDL is a self-contained file in the repository.
-    """
-
-    def __init__(self, http: httpx.AsyncClient, timeout_s: float) -> None:
-        # AsyncTransport.__init__ is skipped on purpose (see above); these are
-        # the attributes the zeep Transport methods read.
-        self.client = http
-        self.cache = None
-        self._close_session = False
-        self._timeout = httpx.Timeout(timeout_s)
-
-    def _load_remote_data(self, url: str) -> bytes:
-        raise RuntimeError(f"refusing to fetch {url}: the licence WSDL is read from the repository")
-
-    async def post(self, address: str, message: bytes, headers: dict[str, str]) -> httpx.Response:
-        response = await self.client.post(
-            address, content=message, headers=headers, timeout=self._timeout
-        )
-        # SOAP 1.1 carries faults in HTTP 500, which zeep parses; any other
-        # 5xx (or 429) comes from the platform's front end and is transient.
-        if response.status_code != 500:
-            raise_for_server_error(PLATFORM, response)
-        return response
-
-    async def aclose(self) -> None:
-        """The httpx client belongs to the caller, who closes it."""

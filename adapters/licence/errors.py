@@ -11,26 +11,16 @@ detail carries its own code (CWDM)::
     E9999 系统内部错误        → PlatformUnavailable (transient)
 
 A fault without a known code is transient if its faultcode is ``Server``
-(SOAP 1.1: the same message may succeed later) and a rejection otherwise.
+(SOAP 1.1: the same message may succeed later) and a rejection otherwise;
+``adapters.soap.zeep_errors`` applies this table to every call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 
-from zeep import exceptions as zeep_errors
-
-from adapters.licence.mapping import UnexpectedResponse, fault_code
-from adapters.resilience import httpx_errors
-from schemas.errors import (
-    ConnectorError,
-    NotFound,
-    PlatformRejected,
-    PlatformUnavailable,
-    Unauthorized,
-)
+from adapters.licence.mapping import NAMESPACE
+from adapters.soap import SoapPlatform
 
 PLATFORM = "licence"
 
@@ -46,50 +36,13 @@ class FaultCode(StrEnum):
     INTERNAL = "E9999"  # 系统内部错误
 
 
-_UNAUTHORIZED = {FaultCode.AUTH_FAILED, FaultCode.FORBIDDEN}
-_TRANSIENT = {FaultCode.BUSY, FaultCode.INTERNAL}
-
-
-@contextmanager
-def soap_errors() -> Iterator[None]:
-    """Translate zeep and httpx failures of one call into ``schemas.errors``."""
-    try:
-        with httpx_errors(PLATFORM):
-            yield
-    except ConnectorError:
-        raise
-    except zeep_errors.Fault as exc:
-        raise _from_fault(exc) from exc
-    except zeep_errors.TransportError as exc:
-        raise _from_status(exc.status_code, exc.message) from exc
-    except UnexpectedResponse as exc:
-        raise PlatformRejected(PLATFORM, f"unexpected answer: {exc}") from exc
-    except zeep_errors.Error as exc:
-        # XMLSyntaxError, XMLParseError, ValidationError, ...: the answer breaks the WSDL.
-        raise PlatformRejected(PLATFORM, f"malformed answer ({type(exc).__name__}: {exc})") from exc
-
-
-def _from_fault(fault: zeep_errors.Fault) -> ConnectorError:
-    code = fault_code(fault.detail)
-    message = fault.message or "SOAP fault without faultstring"
-    if code == FaultCode.NOT_FOUND:
-        return NotFound(f"{PLATFORM}: {message}", platform=PLATFORM, platform_code=code)
-    if code in _UNAUTHORIZED:
-        return Unauthorized(f"{PLATFORM}: {message}", platform=PLATFORM, platform_code=code)
-    if code in _TRANSIENT or (code is None and _is_server_fault(fault.code)):
-        return PlatformUnavailable(PLATFORM, message, platform_code=code or fault.code)
-    return PlatformRejected(PLATFORM, message, platform_code=code or str(fault.code or ""))
-
-
-def _is_server_fault(faultcode: object) -> bool:
-    return isinstance(faultcode, str) and faultcode.rpartition(":")[2] == "Server"
-
-
-def _from_status(status: int, message: str) -> ConnectorError:
-    if status >= 500 or status == 429:
-        return PlatformUnavailable(PLATFORM, f"answered HTTP {status}")
-    if status in (401, 403):
-        return Unauthorized(f"{PLATFORM}: answered HTTP {status}", platform=PLATFORM)
-    return PlatformRejected(
-        PLATFORM, message or f"answered HTTP {status}", platform_code=str(status)
-    )
+SOAP_PLATFORM = SoapPlatform(
+    platform=PLATFORM,
+    namespace=NAMESPACE,
+    prefix="dzzz",
+    invalid_request=FaultCode.INVALID_REQUEST,
+    busy=FaultCode.BUSY,
+    internal=FaultCode.INTERNAL,
+    unauthorized=frozenset({FaultCode.AUTH_FAILED, FaultCode.FORBIDDEN}),
+    not_found=frozenset({FaultCode.NOT_FOUND}),
+)

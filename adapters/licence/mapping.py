@@ -1,7 +1,7 @@
 """The 电子证照库's names and code tables, and their translation to canonical models.
 
 This is the only module that knows the platform's field names (upper-case
-pinyin initials), its 登记状态 codes and the shape of its fault detail.
+pinyin initials) and its 登记状态 codes; its fault codes are in ``errors.py``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
-from lxml import etree
 from pydantic import ValidationError
 
+from adapters.soap import UnexpectedResponse
 from schemas.evidence import BusinessLicence, RegistrationStatus
 from schemas.seed import SeedLicence
 
@@ -47,10 +47,6 @@ REGISTRATION_STATUS: dict[str, RegistrationStatus] = {
 
 PERMANENT_WORD = "长期"
 """营业期限至 of a licence without an end date."""
-
-
-class UnexpectedResponse(ValueError):
-    """The platform answered something its own interface does not allow."""
 
 
 # --- request ---------------------------------------------------------------
@@ -132,26 +128,3 @@ def response_fields(licence: SeedLicence) -> list[tuple[str, str]]:
     if licence.valid_to is not None:
         fields.append(("YYQXZH", licence.valid_to.isoformat()))
     return fields
-
-
-# --- faults ----------------------------------------------------------------
-
-FAULT_DETAIL = f"{{{NAMESPACE}}}ServiceFault"
-FAULT_CODE = f"{{{NAMESPACE}}}CWDM"
-FAULT_MESSAGE = f"{{{NAMESPACE}}}CWXX"
-
-
-def fault_detail(code: str, message: str) -> etree._Element:
-    """The ServiceFault element that goes inside soap:Fault/detail."""
-    detail = etree.Element(FAULT_DETAIL, nsmap={"dzzz": NAMESPACE})
-    etree.SubElement(detail, FAULT_CODE).text = code
-    etree.SubElement(detail, FAULT_MESSAGE).text = message
-    return detail
-
-
-def fault_code(detail: object) -> str | None:
-    """The platform's error code (CWDM) in a soap:Fault/detail element, if any."""
-    if not isinstance(detail, etree._Element):
-        return None
-    code = detail.findtext(f"{FAULT_DETAIL}/{FAULT_CODE}")
-    return code.strip() if code else None

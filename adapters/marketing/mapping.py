@@ -1,7 +1,7 @@
 """The marketing system's names and codes, and the translation of ``MarketingNotice``.
 
-The only module that knows the notice service's field names, its result codes
-(JG) and the shape of its fault detail; the interface is ``marketing.wsdl``.
+The only module that knows the notice service's field names and its result codes
+(JG); its fault codes are in ``errors.py``, the interface is ``marketing.wsdl``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from lxml import etree
-
+from adapters.soap import UnexpectedResponse
 from schemas.cases import MarketingNotice
 
 WSDL_PATH = Path(__file__).with_name("marketing.wsdl")
@@ -32,10 +31,6 @@ REJECTED = "2"  # 拒收
 RESULT_MESSAGES: dict[str, str] = {RECEIVED: "已接收", DUPLICATE: "重复通知，已接收"}
 
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
-
-
-class UnexpectedResponse(ValueError):
-    """The marketing system answered something its own interface does not allow."""
 
 
 class Receipt(NamedTuple):
@@ -72,29 +67,6 @@ def receipt_from_response(fields: object) -> Receipt:
     if code not in (RECEIVED, DUPLICATE, REJECTED):
         raise UnexpectedResponse(f"unknown 处理结果 JG {code!r}")
     return Receipt(code, str(fields.get("XX") or ""))
-
-
-# --- faults ----------------------------------------------------------------
-
-FAULT_DETAIL = f"{{{NAMESPACE}}}ServiceFault"
-FAULT_CODE = f"{{{NAMESPACE}}}CWDM"
-FAULT_MESSAGE = f"{{{NAMESPACE}}}CWXX"
-
-
-def fault_detail(code: str, message: str) -> etree._Element:
-    """The ServiceFault element that goes inside soap:Fault/detail."""
-    detail = etree.Element(FAULT_DETAIL, nsmap={"yx": NAMESPACE})
-    etree.SubElement(detail, FAULT_CODE).text = code
-    etree.SubElement(detail, FAULT_MESSAGE).text = message
-    return detail
-
-
-def fault_code(detail: object) -> str | None:
-    """The marketing system's error code (CWDM) in a soap:Fault/detail element, if any."""
-    if not isinstance(detail, etree._Element):
-        return None
-    code = detail.findtext(f"{FAULT_DETAIL}/{FAULT_CODE}")
-    return code.strip() if code else None
 
 
 def parse_time(text: str) -> datetime:

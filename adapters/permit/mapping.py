@@ -14,39 +14,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from adapters import envelope
 from schemas.permits import PermitDecision, PermitFiling, PermitOutcome, PermitRequest
 
 BEIJING = timezone(timedelta(hours=8), "CST")
 """The platform's clock: times are Beijing time without an offset."""
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # yyyy-MM-dd HH:mm:ss
 
-# Envelope codes (返回码): "code" of {"code", "msg", "data"}.
-OK = "0000"  # 成功
-BAD_REQUEST = "4000"  # 请求参数错误
-BAD_SIGNATURE = "4010"  # 签名无效或应用未登记
-STALE_TIMESTAMP = "4011"  # 时间戳超出有效期
-REPLAYED_NONCE = "4012"  # 随机数重复
+# Envelope codes (返回码) of this platform besides ``adapters.envelope``'s.
 DUPLICATE_REQUEST = "4090"  # 请求流水号重复但申请内容不一致
-INTERNAL_ERROR = "5000"  # 系统内部错误
 
 OK_MESSAGE = "受理成功"
 
-HTTP_STATUS: dict[str, int] = {
-    OK: 200,
-    BAD_REQUEST: 400,
-    BAD_SIGNATURE: 401,
-    STALE_TIMESTAMP: 401,
-    REPLAYED_NONCE: 401,
-    DUPLICATE_REQUEST: 409,
-    INTERNAL_ERROR: 500,
-}
+HTTP_STATUS: dict[str, int] = {**envelope.HTTP_STATUS, DUPLICATE_REQUEST: 409}
 """The HTTP status the platform sends with each envelope code."""
-
-AUTH_FAILURE_CODES: dict[str, str] = {
-    "stale_timestamp": STALE_TIMESTAMP,
-    "replayed_nonce": REPLAYED_NONCE,
-}
-"""``adapters.signing`` failure code → envelope code; every other failure is ``BAD_SIGNATURE``."""
 
 # Application body (占掘路许可申请): canonical field → platform field.
 FIELDS: dict[str, str] = {
@@ -75,11 +56,6 @@ OUTCOMES: dict[str, PermitOutcome] = {
     "2": PermitOutcome.REFUSED,  # 不予许可
 }
 SPJG: dict[PermitOutcome, str] = {outcome: code for code, outcome in OUTCOMES.items()}
-
-
-def encode(body: Mapping[str, Any]) -> bytes:
-    """The bytes the platform exchanges: compact UTF-8 JSON, Chinese unescaped."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def body_from_request(request: PermitRequest) -> dict[str, Any]:
@@ -183,14 +159,6 @@ def callback_from_decision(decision: PermitDecision, application_id: str) -> dic
 def format_time(moment: datetime) -> str:
     """A time as the platform writes it: Beijing time, yyyy-MM-dd HH:mm:ss."""
     return moment.astimezone(BEIJING).strftime(TIME_FORMAT)
-
-
-def envelope(code: str, message: str, data: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The platform's answer body; ``data`` only on success."""
-    body: dict[str, Any] = {"code": code, "msg": message}
-    if data is not None:
-        body["data"] = dict(data)
-    return body
 
 
 def _text(data: Mapping[str, Any], name: str) -> str:

@@ -31,20 +31,13 @@ from typing import Any, Literal, NamedTuple
 
 import httpx
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from stdnum.cn import uscc
 
+from adapters import envelope
 from adapters.permit import mapping
-from adapters.signing import (
-    DEFAULT_WINDOW_S,
-    MemoryNonceStore,
-    get_algorithm,
-    sign_request,
-    verify_request,
-)
-from adapters.simulation import ADMIN_PREFIX, SimulatorControl, install_control
-from schemas.errors import Unauthorized
+from adapters.signing import DEFAULT_WINDOW_S, Signer
+from adapters.simulation import ADMIN_PREFIX, DeliveryAttempt, SimulatorControl, deliver_signed
 from schemas.permits import PermitDecision, PermitFiling, PermitOutcome, PermitRequest
 
 OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
@@ -106,18 +99,14 @@ class _Authority:
         self,
         *,
         callback_url: str | None,
-        callback_app_id: str,
-        callback_secret: str,
-        algorithm: str,
+        callback_signer: Signer,
         policy: Policy | str,
         decision_delay_s: float,
         callback_attempts: int,
         callback_backoff_s: float,
     ) -> None:
         self.callback_url = callback_url
-        self.callback_app_id = callback_app_id
-        self.callback_secret = callback_secret
-        self.algorithm = algorithm
+        self.callback_signer = callback_signer
         self.policy_name, self.policy = (
             (policy, POLICIES[policy]) if isinstance(policy, str) else ("custom", policy)
         )
@@ -190,37 +179,26 @@ class _Authority:
     async def _deliver(self, body: dict[str, str]) -> None:
         """Post the decision until a 2xx answers it, or the attempts run out."""
         assert self.http is not None and self.callback_url is not None, "lifespan not started"
-        content = mapping.encode(body)
-        for attempt in range(self.callback_attempts):
-            if attempt:
-                backoff = self.callback_backoff_s * 2 ** (attempt - 1)
-                await asyncio.sleep(min(backoff, CALLBACK_MAX_BACKOFF_S))
-            request = self.http.build_request(
-                "POST",
-                self.callback_url,
-                content=content,
-                headers={"Content-Type": "application/json; charset=utf-8"},
-            )
-            request.headers.update(
-                sign_request(
-                    "POST",
-                    request.url.raw_path.decode("ascii"),
-                    content,
-                    app_id=self.callback_app_id,
-                    secret=self.callback_secret,
-                    algorithm=self.algorithm,
-                )
-            )
-            try:
-                status: int | None = (await self.http.send(request)).status_code
-            except httpx.TransportError:
-                status = None
-            self.callbacks.append(CallbackAttempt(body["SLBH"], status))
-            if status is not None and 200 <= status < 300:
-                return
-        log.warning(
-            "decision %s not acknowledged after %d attempts", body["SLBH"], self.callback_attempts
+
+        def record(attempt: DeliveryAttempt) -> None:
+            self.callbacks.append(CallbackAttempt(body["SLBH"], attempt.status))
+
+        delivered = await deliver_signed(
+            self.http,
+            self.callback_url,
+            envelope.encode(body),
+            signer=self.callback_signer,
+            attempts=self.callback_attempts,
+            backoff_s=self.callback_backoff_s,
+            max_backoff_s=CALLBACK_MAX_BACKOFF_S,
+            on_attempt=record,
         )
+        if not delivered:
+            log.warning(
+                "decision %s not acknowledged after %d attempts",
+                body["SLBH"],
+                self.callback_attempts,
+            )
 
 
 def _check_credentials(request: PermitRequest) -> None:
@@ -231,15 +209,8 @@ def _check_credentials(request: PermitRequest) -> None:
             raise ValueError(f"{mapping.FIELDS[name]}: 统一社会信用代码无效")
 
 
-def error_response(status: int, message: str) -> Response:
-    """An injected failure in the platform's envelope, with the given HTTP status."""
-    return JSONResponse(mapping.envelope(mapping.INTERNAL_ERROR, message), status_code=status)
-
-
 def _answer(code: str, message: str, data: dict[str, str] | None = None) -> Response:
-    return JSONResponse(
-        mapping.envelope(code, message, data), status_code=mapping.HTTP_STATUS[code]
-    )
+    return envelope.answer(code, message, data, status=mapping.HTTP_STATUS[code])
 
 
 def create_app(
@@ -264,25 +235,20 @@ def create_app(
     each undelivered callback is retried with exponential back-off from
     ``callback_backoff_s``, ``callback_attempts`` times in all.
     """
-    get_algorithm(algorithm)
+    signatures = envelope.SignatureCheck(
+        app_id=app_id, secret=app_secret, algorithm=algorithm, window_s=window_s
+    )
     if isinstance(policy, str) and policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
     control = control or SimulatorControl()
-    nonces = MemoryNonceStore(ttl_s=2 * window_s)
-    openapi_text = OPENAPI_FILE.read_text(encoding="utf-8")
     authority = _Authority(
         callback_url=callback_url,
-        callback_app_id=callback_app_id,
-        callback_secret=callback_secret,
-        algorithm=algorithm,
+        callback_signer=Signer(callback_app_id, callback_secret, algorithm),
         policy=policy,
         decision_delay_s=decision_delay_s,
         callback_attempts=callback_attempts,
         callback_backoff_s=callback_backoff_s,
     )
-
-    def lookup_secret(key: str) -> str | None:
-        return app_secret if key == app_id else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -294,50 +260,30 @@ def create_app(
                 await authority.cancel_pending()
                 authority.http = None
 
-    app = FastAPI(
+    app = envelope.simulator_app(
         title="占掘路行政审批平台 (simulator)",
-        openapi_url=None,
-        docs_url=None,
-        redoc_url=None,
+        openapi_file=OPENAPI_FILE,
+        control=control,
         lifespan=lifespan,
     )
     app.state.callbacks = authority.callbacks
     app.state.filings = authority.filings
 
-    @app.get("/openapi.yaml", include_in_schema=False)
-    async def openapi() -> Response:
-        return Response(openapi_text, media_type="application/yaml; charset=utf-8")
-
     @app.post("/api/v1/permit-applications")
     async def file_permit(request: Request) -> Response:
         control.record("FilePermit")
-        content = await request.body()
-        try:
-            signer = verify_request(
-                request.method,
-                request.url.path,
-                content,
-                request.headers,
-                lookup_secret=lookup_secret,
-                window_s=window_s,
-                allowed_algorithms={algorithm},
-                check_nonce=nonces.claim,
-            )
-        except Unauthorized as exc:
-            return _answer(
-                mapping.AUTH_FAILURE_CODES.get(exc.code, mapping.BAD_SIGNATURE), exc.detail
-            )
+        signer, content = await signatures.verify(request)
         try:
             body = json.loads(content)
             if not isinstance(body, dict):
                 raise ValueError("body: not a JSON object")
             _check_credentials(mapping.request_from_body(body))
         except ValueError as exc:
-            return _answer(mapping.BAD_REQUEST, f"请求参数错误: {exc}")
+            return _answer(envelope.BAD_REQUEST, f"请求参数错误: {exc}")
         filing = authority.file(signer, body)
         if filing is None:
             return _answer(mapping.DUPLICATE_REQUEST, "请求流水号重复但申请内容不一致")
-        return _answer(mapping.OK, mapping.OK_MESSAGE, mapping.data_from_filing(filing.filing))
+        return _answer(envelope.OK, mapping.OK_MESSAGE, mapping.data_from_filing(filing.filing))
 
     @app.get(f"{ADMIN_PREFIX}/callbacks", include_in_schema=False)
     async def get_callbacks() -> dict[str, list[dict[str, Any]]]:
@@ -356,5 +302,4 @@ def create_app(
             authority.decision_delay_s = settings.decision_delay_s
         return await get_policy()
 
-    install_control(app, control, error_response)
     return app

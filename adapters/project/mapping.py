@@ -11,39 +11,20 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
+from adapters import envelope
 from schemas.evidence import ApprovalType, ProjectApproval, ProjectStatus
 from schemas.seed import SeedLicence, SeedProject
 
 PROJECT_CODE = re.compile(r"[0-9]{4}-[0-9]{6}-[0-9]{2}-[0-9]{2}-[0-9]{6}")
 """XMDM, the 投资项目统一代码: YYYY-DDDDDD-II-TT-NNNNNN (year, division, industry, type, serial)."""
 
-# Envelope codes (返回码): "code" of {"code", "msg", "data"}.
-OK = "0000"  # 成功
-BAD_REQUEST = "4000"  # 请求参数错误
+# Envelope codes (返回码) of this platform besides ``adapters.envelope``'s.
 NOT_FOUND = "4004"  # 项目不存在
-BAD_SIGNATURE = "4010"  # 签名无效或应用未登记
-STALE_TIMESTAMP = "4011"  # 时间戳超出有效期
-REPLAYED_NONCE = "4012"  # 随机数重复
-INTERNAL_ERROR = "5000"  # 系统内部错误
 
 OK_MESSAGE = "成功"
 
-HTTP_STATUS: dict[str, int] = {
-    OK: 200,
-    BAD_REQUEST: 400,
-    NOT_FOUND: 404,
-    BAD_SIGNATURE: 401,
-    STALE_TIMESTAMP: 401,
-    REPLAYED_NONCE: 401,
-    INTERNAL_ERROR: 500,
-}
+HTTP_STATUS: dict[str, int] = {**envelope.HTTP_STATUS, NOT_FOUND: 404}
 """The HTTP status the platform sends with each envelope code."""
-
-AUTH_FAILURE_CODES: dict[str, str] = {
-    "stale_timestamp": STALE_TIMESTAMP,
-    "replayed_nonce": REPLAYED_NONCE,
-}
-"""``adapters.signing`` failure code → envelope code; every other failure is ``BAD_SIGNATURE``."""
 
 # SPLX 审批类型
 APPROVAL_TYPES: dict[str, ApprovalType] = {
@@ -120,11 +101,3 @@ def data_from_seed(project: SeedProject, licences: Sequence[SeedLicence] = ()) -
     if owner is not None:
         data["XMDWMC"] = owner.name
     return data
-
-
-def envelope(code: str, message: str, data: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The platform's answer body; ``data`` only on success."""
-    body: dict[str, Any] = {"code": code, "msg": message}
-    if data is not None:
-        body["data"] = dict(data)
-    return body

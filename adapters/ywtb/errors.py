@@ -1,57 +1,24 @@
 """一网通办's failures in the connector's error tree.
 
-=========================  ==================================================
-envelope code              raised as
-=========================  ==================================================
-4010, 4011, 4012           ``Unauthorized`` (not retried)
-4090                       ``Conflict``: the platform already holds a later
-                           state of the case, so this push is stale
-5000, any 5xxx, HTTP 5xx   ``PlatformUnavailable`` (transient)
-4000, 4004, anything else  ``PlatformRejected`` with the code
-=========================  ==================================================
+The envelope codes every platform shares are translated as ``adapters.envelope``
+says; this platform adds::
+
+    4004 办件不存在              → PlatformRejected
+    4090 序号不大于已接收的序号  → Conflict with code ``out_of_order``: the platform
+                                   already holds a later state of the case, so
+                                   this push is stale
 
 Every error carries ``platform`` and ``platform_code`` in its context.
-Timeouts and transport failures become ``PlatformUnavailable`` through
-``adapters.resilience.httpx_errors``.
 """
 
 from __future__ import annotations
 
+from adapters.envelope import EnvelopePlatform, conflict_as, rejected
 from adapters.ywtb import mapping
-from schemas.errors import (
-    Conflict,
-    ConnectorError,
-    PlatformRejected,
-    PlatformUnavailable,
-    Unauthorized,
-)
 
 PLATFORM = "ywtb"
 
-_UNAUTHORIZED: dict[str, str] = {
-    mapping.BAD_SIGNATURE: "bad_signature",
-    mapping.STALE_TIMESTAMP: "stale_timestamp",
-    mapping.REPLAYED_NONCE: "replayed_nonce",
-}
-"""Envelope code → ``Unauthorized.code`` (the same words ``adapters.signing`` uses)."""
-
-
-def envelope_error(code: str, message: str) -> ConnectorError:
-    """The error for an envelope whose code is not success."""
-    context = {"platform": PLATFORM, "platform_code": code}
-    if code in _UNAUTHORIZED:
-        return Unauthorized(f"{PLATFORM}: {message}", code=_UNAUTHORIZED[code], **context)
-    if code == mapping.OUT_OF_ORDER:
-        return Conflict(f"{PLATFORM}: {message}", code="out_of_order", **context)
-    if code.startswith("5"):
-        return PlatformUnavailable(PLATFORM, f"{message} (code {code})", platform_code=code)
-    return PlatformRejected(PLATFORM, message, platform_code=code)
-
-
-def unreadable_answer(detail: str, http_status: int) -> PlatformRejected:
-    """An answer that is not the documented envelope: retrying will not make it readable."""
-    return PlatformRejected(
-        PLATFORM,
-        f"unreadable answer (HTTP {http_status}): {detail}",
-        platform_code="invalid_answer",
-    )
+ENVELOPE = EnvelopePlatform(
+    PLATFORM,
+    {mapping.UNKNOWN_CASE: rejected, mapping.OUT_OF_ORDER: conflict_as("out_of_order")},
+)

@@ -22,42 +22,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from adapters import envelope
 from schemas.applications import BusinessType, VoltageLevel
 from schemas.cases import CaseStatusUpdate, InboundCase, Stage
 from schemas.credentials import CredentialType
 
 STATUS_PATH = "/api/v1/case-status"
 
-# Envelope codes (返回码): "code" of {"code", "msg"}.
-OK = "0000"  # 成功 (also: a repeated SJID, 重复推送)
-BAD_REQUEST = "4000"  # 请求参数错误
+# Envelope codes (返回码) of this platform besides ``adapters.envelope``'s.
 UNKNOWN_CASE = "4004"  # 办件不存在
-BAD_SIGNATURE = "4010"  # 签名无效或应用未登记
-STALE_TIMESTAMP = "4011"  # 时间戳超出有效期
-REPLAYED_NONCE = "4012"  # 随机数重复
 OUT_OF_ORDER = "4090"  # 序号不大于已接收的序号
-INTERNAL_ERROR = "5000"  # 系统内部错误
 
 OK_MESSAGE = "成功"
-DUPLICATE_MESSAGE = "重复推送，已接收"
+DUPLICATE_MESSAGE = "重复推送，已接收"  # a repeated SJID is success
 
-HTTP_STATUS: dict[str, int] = {
-    OK: 200,
-    BAD_REQUEST: 400,
-    UNKNOWN_CASE: 404,
-    BAD_SIGNATURE: 401,
-    STALE_TIMESTAMP: 401,
-    REPLAYED_NONCE: 401,
-    OUT_OF_ORDER: 409,
-    INTERNAL_ERROR: 500,
-}
+HTTP_STATUS: dict[str, int] = {**envelope.HTTP_STATUS, UNKNOWN_CASE: 404, OUT_OF_ORDER: 409}
 """The HTTP status the platform sends with each envelope code."""
-
-AUTH_FAILURE_CODES: dict[str, str] = {
-    "stale_timestamp": STALE_TIMESTAMP,
-    "replayed_nonce": REPLAYED_NONCE,
-}
-"""``adapters.signing`` failure code → envelope code; every other failure is ``BAD_SIGNATURE``."""
 
 # ZTDM 状态代码 and HJMC 环节名称 (the latter only with 03 办理中).
 ACCEPTED = "01"  # 受理
@@ -106,11 +86,6 @@ VOLTAGE_LEVELS: dict[str, VoltageLevel] = {
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 DIVISION = re.compile(r"[0-9]{6}")
-
-
-def envelope(code: str, message: str) -> dict[str, str]:
-    """The platform's answer body (and the one it expects from our callback endpoint)."""
-    return {"code": code, "msg": message}
 
 
 def format_time(moment: datetime, field: str) -> str:

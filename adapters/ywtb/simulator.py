@@ -17,27 +17,25 @@ the last accepted one for its case, and serves its interface file at
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
-from fastapi import Body, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response
 from pydantic import Field
 
-from adapters.signing import (
-    DEFAULT_WINDOW_S,
-    MemoryNonceStore,
-    get_algorithm,
-    sign_request,
-    verify_request,
+from adapters import envelope
+from adapters.signing import DEFAULT_WINDOW_S, Signer
+from adapters.simulation import (
+    ADMIN_PREFIX,
+    DeliveryAttempt,
+    SimulatorControl,
+    deliver_signed,
+    install_admin_set,
 )
-from adapters.simulation import ADMIN_PREFIX, SimulatorControl, install_control
 from adapters.ywtb import mapping
 from schemas.cases import InboundCase
-from schemas.errors import Unauthorized
 
 OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
 OPERATION = "PushCaseStatus"
@@ -53,13 +51,8 @@ class FileCase(InboundCase):
     max_attempts: int = Field(5, ge=1, le=20, description="deliveries tried before giving up")
 
 
-def error_response(status: int, message: str) -> Response:
-    """An injected failure in the platform's envelope, with the given HTTP status."""
-    return JSONResponse(mapping.envelope(mapping.INTERNAL_ERROR, message), status_code=status)
-
-
 def _answer(code: str, message: str) -> Response:
-    return JSONResponse(mapping.envelope(code, message), status_code=mapping.HTTP_STATUS[code])
+    return envelope.answer(code, message, None, status=mapping.HTTP_STATUS[code])
 
 
 def create_app(
@@ -80,56 +73,36 @@ def create_app(
     platform's private key). ``callback_retry_s`` is the first back-off
     between deliveries (doubling, at most 2 s).
     """
-    get_algorithm(algorithm)
+    signatures = envelope.SignatureCheck(
+        app_id=app_id, secret=app_secret, algorithm=algorithm, window_s=window_s
+    )
     control = control or SimulatorControl()
-    nonces = MemoryNonceStore(ttl_s=2 * window_s)
-    openapi_text = OPENAPI_FILE.read_text(encoding="utf-8")
     pushes: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
     rejected: set[str] = set()
     applied_events: set[str] = set()
     last_seq: dict[str, int] = {}
 
-    def lookup_secret(caller: str) -> str | None:
-        return app_secret if caller == app_id else None
-
-    app = FastAPI(title="一网通办 (simulator)", openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.control = control
+    app = envelope.simulator_app(
+        title="一网通办 (simulator)", openapi_file=OPENAPI_FILE, control=control
+    )
     app.state.pushes = pushes
     app.state.deliveries = deliveries
     app.state.rejected = rejected
 
-    @app.get("/openapi.yaml", include_in_schema=False)
-    async def openapi() -> Response:
-        return Response(openapi_text, media_type="application/yaml; charset=utf-8")
-
     @app.post(mapping.STATUS_PATH)
     async def push_status(request: Request) -> Response:
         control.record(OPERATION)
-        raw = await request.body()
-        try:
-            verify_request(
-                request.method,
-                request.url.path,
-                raw,
-                request.headers,
-                lookup_secret=lookup_secret,
-                window_s=window_s,
-                allowed_algorithms={algorithm},
-                check_nonce=nonces.claim,
-            )
-        except Unauthorized as exc:
-            code = mapping.AUTH_FAILURE_CODES.get(exc.code, mapping.BAD_SIGNATURE)
-            return _answer(code, exc.detail)
+        _, raw = await signatures.verify(request)
         try:
             body = _checked_push(json.loads(raw))
         except ValueError as exc:  # json.JSONDecodeError is one
-            return _answer(mapping.BAD_REQUEST, f"请求参数错误: {exc}")
+            return _answer(envelope.BAD_REQUEST, f"请求参数错误: {exc}")
         case_no, event_id, seq = body["BJBH"], body["SJID"], body["XH"]
         if case_no in rejected:
             return _answer(mapping.UNKNOWN_CASE, f"办件不存在: {case_no}")
         if event_id in applied_events:
-            return _answer(mapping.OK, mapping.DUPLICATE_MESSAGE)
+            return _answer(envelope.OK, mapping.DUPLICATE_MESSAGE)
         if case_no in last_seq and seq <= last_seq[case_no]:
             return _answer(
                 mapping.OUT_OF_ORDER, f"序号 {seq} 不大于已接收的序号 {last_seq[case_no]}"
@@ -137,26 +110,13 @@ def create_app(
         applied_events.add(event_id)
         last_seq[case_no] = seq
         pushes.append(body)
-        return _answer(mapping.OK, mapping.OK_MESSAGE)
+        return _answer(envelope.OK, mapping.OK_MESSAGE)
 
     @app.get(f"{ADMIN_PREFIX}/pushes", include_in_schema=False)
     async def get_pushes() -> dict[str, Any]:
         return {"pushes": pushes}
 
-    @app.get(f"{ADMIN_PREFIX}/reject", include_in_schema=False)
-    async def get_rejected() -> list[str]:
-        return sorted(rejected)
-
-    @app.put(f"{ADMIN_PREFIX}/reject", include_in_schema=False)
-    async def put_rejected(case_nos: Annotated[list[str], Body()]) -> list[str]:
-        rejected.clear()
-        rejected.update(case_nos)
-        return sorted(rejected)
-
-    @app.delete(f"{ADMIN_PREFIX}/reject", include_in_schema=False, status_code=204)
-    async def clear_rejected() -> Response:
-        rejected.clear()
-        return Response(status_code=204)
+    install_admin_set(app, "reject", rejected)
 
     @app.post(f"{ADMIN_PREFIX}/file-case", include_in_schema=False)
     async def file_case(filed: FileCase) -> dict[str, Any]:
@@ -168,7 +128,6 @@ def create_app(
     async def get_deliveries() -> dict[str, Any]:
         return {"deliveries": deliveries}
 
-    install_control(app, control, error_response)
     return app
 
 
@@ -200,32 +159,23 @@ async def _deliver(
     """POST the signed case callback until a 2xx answer or the last attempt; the record of it."""
     case = InboundCase.model_validate(filed.model_dump(include=set(InboundCase.model_fields)))
     body = mapping.callback_body(case)
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    url = httpx.URL(filed.callback_url)
     attempts: list[dict[str, Any]] = []
-    delivered = False
+
+    def record(attempt: DeliveryAttempt) -> None:
+        outcome = {"status": attempt.status} if attempt.error is None else {"error": attempt.error}
+        attempts.append({"attempt": attempt.attempt, **outcome})
+
     async with httpx.AsyncClient(timeout=timeout_s) as http:
-        for attempt in range(1, filed.max_attempts + 1):
-            headers = sign_request(
-                "POST",
-                url.raw_path.decode("ascii"),
-                content,
-                app_id=filed.callback_app_id,
-                secret=filed.callback_secret,
-                algorithm=algorithm,
-            )
-            headers["Content-Type"] = "application/json; charset=utf-8"
-            try:
-                response = await http.post(url, content=content, headers=headers)
-            except httpx.HTTPError as exc:
-                attempts.append({"attempt": attempt, "error": f"{type(exc).__name__}: {exc}"})
-            else:
-                attempts.append({"attempt": attempt, "status": response.status_code})
-                if response.is_success:
-                    delivered = True
-                    break
-            if attempt < filed.max_attempts:
-                await asyncio.sleep(min(retry_s * 2 ** (attempt - 1), MAX_CALLBACK_DELAY_S))
+        delivered = await deliver_signed(
+            http,
+            filed.callback_url,
+            envelope.encode(body),
+            signer=Signer(filed.callback_app_id, filed.callback_secret, algorithm),
+            attempts=filed.max_attempts,
+            backoff_s=retry_s,
+            max_backoff_s=MAX_CALLBACK_DELAY_S,
+            on_attempt=record,
+        )
     return {
         "BJBH": case.case_no,
         "callback_url": filed.callback_url,

@@ -7,11 +7,12 @@ simulator parses and checks it, and the answers come back as SOAP 1.1.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable
 from datetime import date
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from lxml import etree
 from stdnum.cn import uscc as uscc_number
 
@@ -19,21 +20,27 @@ from adapters.licence.client import LicenceClient
 from adapters.licence.mapping import WSDL_PATH
 from adapters.licence.simulator import create_app
 from adapters.simulation import Faults, ServedApp, SimulatorControl
+from contract_tests.helpers import (
+    SOAP11,
+    USER_AGENT,
+    WSDL,
+    assert_digest_token,
+    assert_replay_refused,
+    assert_serves_repository_wsdl,
+    requests_made_building,
+)
+from contract_tests.helpers import wsdl_namespace as namespace_of
 from schemas.errors import NotFound, PlatformUnavailable, Unauthorized
 from schemas.evidence import BusinessLicence, RegistrationStatus
 from schemas.seed import load_seed
 
 USERNAME = "ywtb-connector"
 PASSWORD = "licence-test-secret"
-USER_AGENT = "ywtb-connector/contract-test"
 
-SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
-WSDL = "http://schemas.xmlsoap.org/wsdl/"
-WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
 WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
-PASSWORD_DIGEST = (
+PASSWORD_TEXT = (
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
-    "#PasswordDigest"
+    "#PasswordText"
 )
 
 LINGANG = "91310115MA1HW74707"  # 存续, 长期, own issuing authority and issue date
@@ -43,22 +50,9 @@ UNKNOWN = "91310107MA1FR42114"  # valid check digit, not on the platform
 
 
 @pytest.fixture
-def control() -> SimulatorControl:
-    return SimulatorControl()
-
-
-@pytest.fixture
-def simulator(control: SimulatorControl) -> Iterator[ServedApp]:
+def simulator(control: SimulatorControl, serve: Callable[[FastAPI], ServedApp]) -> ServedApp:
     """A fresh simulator per test: abandoned slow calls cannot leak into the next one."""
-    app = create_app(load_seed(), username=USERNAME, password=PASSWORD, control=control)
-    with ServedApp(app) as served:
-        yield served
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(headers={"User-Agent": USER_AGENT}) as client:
-        yield client
+    return serve(create_app(load_seed(), username=USERNAME, password=PASSWORD, control=control))
 
 
 def licence_client(
@@ -80,7 +74,7 @@ def licence_client(
 
 
 def wsdl_namespace() -> str:
-    return etree.parse(str(WSDL_PATH)).getroot().get("targetNamespace", "")
+    return namespace_of(WSDL_PATH)
 
 
 # --- what comes back -------------------------------------------------------
@@ -173,15 +167,7 @@ async def test_request_is_a_signed_soap11_envelope_with_the_requester_context(
         "QQYY": "一证办电",
         "QQLSH": "conv-0001",
     }
-
-    token = envelope.find(f"{{{SOAP11}}}Header/{{{WSSE}}}Security/{{{WSSE}}}UsernameToken")
-    assert token is not None
-    assert token.findtext(f"{{{WSSE}}}Username") == USERNAME
-    password = token.find(f"{{{WSSE}}}Password")
-    assert password is not None
-    assert password.get("Type") == PASSWORD_DIGEST
-    assert token.findtext(f"{{{WSSE}}}Nonce")
-    assert PASSWORD.encode() not in request.body
+    assert_digest_token(request.body, USERNAME, PASSWORD)
 
 
 async def test_each_call_gets_its_own_request_serial(
@@ -206,18 +192,7 @@ async def test_simulator_refuses_a_replayed_request(
     await licence_client(simulator, http).fetch_licence(LINGANG)
     [original] = control.received
 
-    replay = await http.post(
-        f"{simulator.url}/ws/licence",
-        content=original.body,
-        headers={"Content-Type": "text/xml; charset=utf-8"},
-    )
-
-    assert replay.status_code == 500
-    fault = etree.fromstring(replay.content).find(f"{{{SOAP11}}}Body/{{{SOAP11}}}Fault")
-    assert fault is not None
-    assert fault.findtext("faultcode") == "soap:Client"
-    ns = wsdl_namespace()
-    assert fault.findtext(f"detail/{{{ns}}}ServiceFault/{{{ns}}}CWDM") == "E1001"
+    await assert_replay_refused(http, f"{simulator.url}/ws/licence", original.body, WSDL_PATH)
 
 
 async def test_simulator_accepts_a_plain_text_password(
@@ -227,7 +202,7 @@ async def test_simulator_accepts_a_plain_text_password(
     envelope = f"""<soap:Envelope xmlns:soap="{SOAP11}" xmlns:wsse="{WSSE}" xmlns:l="{ns}">
       <soap:Header><wsse:Security><wsse:UsernameToken>
         <wsse:Username>{USERNAME}</wsse:Username>
-        <wsse:Password Type="{PASSWORD_DIGEST.replace("Digest", "Text")}">{PASSWORD}</wsse:Password>
+        <wsse:Password Type="{PASSWORD_TEXT}">{PASSWORD}</wsse:Password>
       </wsse:UsernameToken></wsse:Security></soap:Header>
       <soap:Body><l:QueryLicence>
         <l:TYSHXYDM>{LINGANG}</l:TYSHXYDM><l:QQXT>manual</l:QQXT>
@@ -250,35 +225,23 @@ async def test_simulator_accepts_a_plain_text_password(
 async def test_served_wsdl_is_the_one_in_the_repository(
     simulator: ServedApp, http: httpx.AsyncClient
 ) -> None:
-    response = await http.get(f"{simulator.url}/ws/licence", params={"wsdl": ""})
-
-    assert response.status_code == 200
-    served = etree.fromstring(response.content)
-    [address] = served.iter(f"{{{WSDL_SOAP}}}address")
-    assert address.get("location") == f"{simulator.url}/ws/licence"
+    # Apart from the address, the document is the repository's, byte for byte in C14N.
+    served = await assert_serves_repository_wsdl(
+        http, f"{simulator.url}/ws/licence", WSDL_PATH, "QueryLicence"
+    )
 
     repo = etree.parse(str(WSDL_PATH)).getroot()
     assert served.get("targetNamespace") == repo.get("targetNamespace") == wsdl_namespace()
     operations = [op.get("name") for op in served.iter(f"{{{WSDL}}}operation")]
     assert operations == [op.get("name") for op in repo.iter(f"{{{WSDL}}}operation")]
-    assert "QueryLicence" in operations
-    # Apart from the address, the document is the repository's, byte for byte in C14N.
-    [repo_address] = repo.iter(f"{{{WSDL_SOAP}}}address")
-    repo_address.set("location", address.get("location", ""))
-    assert etree.tostring(served, method="c14n") == etree.tostring(repo, method="c14n")
 
 
 async def test_building_the_client_touches_no_network() -> None:
-    requests: list[httpx.Request] = []
-
-    def record(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        return httpx.Response(599)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(record)) as http:
-        LicenceClient(
+    requests = await requests_made_building(
+        lambda http: LicenceClient(
             base_url="http://licence.invalid", username=USERNAME, password=PASSWORD, http=http
         )
+    )
 
     assert requests == []
 

@@ -7,33 +7,33 @@ checks it and records what it applied; answers come back as SOAP 1.1.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from lxml import etree
 
 from adapters.marketing.client import MarketingClient
 from adapters.marketing.mapping import WSDL_PATH
 from adapters.marketing.simulator import create_app
 from adapters.simulation import Faults, ServedApp, SimulatorControl
+from contract_tests.helpers import (
+    SOAP11,
+    USER_AGENT,
+    assert_digest_token,
+    assert_replay_refused,
+    assert_serves_repository_wsdl,
+    requests_made_building,
+)
+from contract_tests.helpers import wsdl_namespace as namespace_of
 from schemas.cases import MarketingNotice
 from schemas.errors import InvalidInput, PlatformRejected, PlatformUnavailable, Unauthorized
 
 USERNAME = "ywtb-connector"
 PASSWORD = "marketing-test-secret"
-USER_AGENT = "ywtb-connector/contract-test"
-
-SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
-WSDL = "http://schemas.xmlsoap.org/wsdl/"
-WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
-WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
-PASSWORD_DIGEST = (
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
-    "#PasswordDigest"
-)
 
 
 def notice(
@@ -55,22 +55,9 @@ def notice(
 
 
 @pytest.fixture
-def control() -> SimulatorControl:
-    return SimulatorControl()
-
-
-@pytest.fixture
-def simulator(control: SimulatorControl) -> Iterator[ServedApp]:
+def simulator(control: SimulatorControl, serve: Callable[[FastAPI], ServedApp]) -> ServedApp:
     """A fresh marketing system per test: nothing applied, nothing rejected."""
-    app = create_app(username=USERNAME, password=PASSWORD, control=control)
-    with ServedApp(app) as served:
-        yield served
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(headers={"User-Agent": USER_AGENT}) as client:
-        yield client
+    return serve(create_app(username=USERNAME, password=PASSWORD, control=control))
 
 
 def marketing_client(
@@ -99,7 +86,7 @@ async def recorded(http: httpx.AsyncClient, simulator: ServedApp) -> dict[str, A
 
 
 def wsdl_namespace() -> str:
-    return etree.parse(str(WSDL_PATH)).getroot().get("targetNamespace", "")
+    return namespace_of(WSDL_PATH)
 
 
 # --- what goes on the wire -------------------------------------------------
@@ -132,15 +119,7 @@ async def test_the_notice_is_a_signed_soap11_receive_notice(
         "NR": '{"permit_no":"浦东道路〔2024〕第118号","valid_to":"2024-08-31"}',
     }
     assert all(etree.QName(child).namespace == ns for child in operation)
-
-    token = envelope.find(f"{{{SOAP11}}}Header/{{{WSSE}}}Security/{{{WSSE}}}UsernameToken")
-    assert token is not None
-    assert token.findtext(f"{{{WSSE}}}Username") == USERNAME
-    password = token.find(f"{{{WSSE}}}Password")
-    assert password is not None
-    assert password.get("Type") == PASSWORD_DIGEST
-    assert token.findtext(f"{{{WSSE}}}Nonce")
-    assert PASSWORD.encode() not in request.body
+    assert_digest_token(request.body, USERNAME, PASSWORD)
 
 
 async def test_notices_are_recorded_in_arrival_order(
@@ -199,31 +178,17 @@ async def test_a_notice_without_a_time_zone_never_leaves(
 async def test_served_wsdl_is_the_one_in_the_repository(
     simulator: ServedApp, http: httpx.AsyncClient
 ) -> None:
-    response = await http.get(f"{simulator.url}/ws/notice", params={"wsdl": ""})
-
-    assert response.status_code == 200
-    served = etree.fromstring(response.content)
-    [address] = served.iter(f"{{{WSDL_SOAP}}}address")
-    assert address.get("location") == f"{simulator.url}/ws/notice"
-    operations = [op.get("name") for op in served.iter(f"{{{WSDL}}}operation")]
-    assert "ReceiveNotice" in operations
-    repo = etree.parse(str(WSDL_PATH)).getroot()
-    [repo_address] = repo.iter(f"{{{WSDL_SOAP}}}address")
-    repo_address.set("location", address.get("location", ""))
-    assert etree.tostring(served, method="c14n") == etree.tostring(repo, method="c14n")
+    await assert_serves_repository_wsdl(
+        http, f"{simulator.url}/ws/notice", WSDL_PATH, "ReceiveNotice"
+    )
 
 
 async def test_building_the_client_touches_no_network() -> None:
-    requests: list[httpx.Request] = []
-
-    def record(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        return httpx.Response(599)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(record)) as http:
-        MarketingClient(
+    requests = await requests_made_building(
+        lambda http: MarketingClient(
             base_url="http://marketing.invalid", username=USERNAME, password=PASSWORD, http=http
         )
+    )
 
     assert requests == []
 
@@ -237,18 +202,7 @@ async def test_simulator_refuses_a_replayed_request(
     await marketing_client(simulator, http).notify(notice())
     [original] = control.received
 
-    replay = await http.post(
-        f"{simulator.url}/ws/notice",
-        content=original.body,
-        headers={"Content-Type": "text/xml; charset=utf-8"},
-    )
-
-    assert replay.status_code == 500
-    fault = etree.fromstring(replay.content).find(f"{{{SOAP11}}}Body/{{{SOAP11}}}Fault")
-    assert fault is not None
-    assert fault.findtext("faultcode") == "soap:Client"
-    ns = wsdl_namespace()
-    assert fault.findtext(f"detail/{{{ns}}}ServiceFault/{{{ns}}}CWDM") == "E1001"
+    await assert_replay_refused(http, f"{simulator.url}/ws/notice", original.body, WSDL_PATH)
     assert (await recorded(http, simulator))["counts"] == {"evt-0001": 1}
 
 

@@ -8,24 +8,26 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
-import yaml
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from stdnum.cn import uscc
 
+from adapters.envelope import encode
 from adapters.permit.client import PermitClient
-from adapters.permit.mapping import body_from_request, decision_from_callback, encode
+from adapters.permit.mapping import body_from_request, decision_from_callback
 from adapters.permit.simulator import OPENAPI_FILE, CallbackAttempt, create_app
-from adapters.signing import MemoryNonceStore, sign_request, verify_request
+from adapters.signing import sign_request, verify_request
 from adapters.simulation import Faults, ServedApp, SimulatorControl
+from contract_tests.helpers import SignedReceiver
+from contract_tests.helpers import openapi as load_openapi
+from contract_tests.helpers import response_schema as answer_schema
+from contract_tests.helpers import validate_draft4 as validate
 from schemas.errors import PlatformRejected, PlatformUnavailable, Unauthorized
 from schemas.permits import PermitDecision, PermitOutcome, PermitRequest
 
@@ -113,12 +115,11 @@ def served(control: SimulatorControl) -> Iterator[ServedApp]:
         yield served
 
 
-@pytest.fixture
-async def http(control: SimulatorControl) -> AsyncIterator[httpx.AsyncClient]:
+@pytest.fixture(autouse=True)
+def fresh_control(control: SimulatorControl) -> None:
+    """The module's simulator is shared: each test starts without faults or records."""
     control.faults = Faults()
     control.reset()
-    async with httpx.AsyncClient() as http:
-        yield http
 
 
 def client_for(
@@ -144,58 +145,17 @@ def client_for(
 # --- the decision receiver (our callback endpoint, as the gateway will hold it) ---
 
 
-@dataclass
-class Delivery:
-    headers: dict[str, str]
-    body: bytes
-    answered: int
-
-
-@dataclass
-class Receiver:
-    """Verifies every callback's signature; answers 503 to the first ``fail_first`` of them."""
-
-    fail_first: int = 2
-    deliveries: list[Delivery] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-
-    def app(self) -> FastAPI:
-        app = FastAPI()
-        nonces = MemoryNonceStore()
-
-        @app.post(CALLBACK_PATH)
-        async def receive(request: Request) -> Response:
-            body = await request.body()
-            try:
-                verify_request(
-                    request.method,
-                    request.url.path,
-                    body,
-                    request.headers,
-                    lookup_secret=lookup_platform,
-                    allowed_algorithms={"hmac-sha256"},
-                    check_nonce=nonces.claim,
-                )
-            except Unauthorized as exc:
-                self.refused.append(exc.code)
-                return JSONResponse({"code": "4010", "msg": exc.detail}, status_code=401)
-            status = 503 if len(self.deliveries) < self.fail_first else 200
-            self.deliveries.append(Delivery(dict(request.headers), body, status))
-            return JSONResponse({"code": "0000" if status == 200 else "5000", "msg": ""}, status)
-
-        return app
-
-    def decisions(self) -> dict[str, PermitDecision]:
-        """The acknowledged decisions by 受理编号, parsed as the gateway will."""
-        parsed = [decision_from_callback(json.loads(d.body)) for d in self.deliveries]
-        pairs = zip(parsed, self.deliveries, strict=True)
-        return {d.filing_no: d for d, raw in pairs if 200 <= raw.answered < 300}
+def acknowledged_decisions(receiver: SignedReceiver) -> dict[str, PermitDecision]:
+    """The acknowledged decisions by 受理编号, parsed as the gateway will."""
+    parsed = [decision_from_callback(json.loads(d.body)) for d in receiver.deliveries]
+    pairs = zip(parsed, receiver.deliveries, strict=True)
+    return {d.filing_no: d for d, raw in pairs if 200 <= raw.answered < 300}
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, ServedApp]]:
-    state = Receiver()
-    with ServedApp(state.app()) as served:
+def receiver() -> Iterator[tuple[SignedReceiver, ServedApp]]:
+    state = SignedReceiver(CALLBACK_PATH, PLATFORM_APP_ID, CALLBACK_SECRET, fail_first=2)
+    with ServedApp(state.app) as served:
         yield state, served
 
 
@@ -214,8 +174,7 @@ def acknowledged(app: FastAPI, filing_no: str) -> bool:
 
 
 def openapi() -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(OPENAPI_FILE.read_text(encoding="utf-8"))
-    return document
+    return load_openapi(OPENAPI_FILE)
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -225,20 +184,7 @@ def schema(name: str) -> dict[str, Any]:
 
 
 def response_schema(status: str) -> dict[str, Any]:
-    document = openapi()
-    responses = document["paths"]["/api/v1/permit-applications"]["post"]["responses"]
-    response = responses[status]
-    if "$ref" in response:
-        response = document["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
-    return {
-        **response["content"]["application/json"]["schema"],
-        "components": document["components"],
-    }
-
-
-def validate(instance: Any, schema: dict[str, Any]) -> None:
-    """OpenAPI 3.0 schema objects are (an extended subset of) JSON Schema draft 4."""
-    jsonschema.validate(instance, schema, cls=jsonschema.Draft4Validator)
+    return answer_schema(openapi(), "/api/v1/permit-applications", "post", status)
 
 
 async def signed_post(
@@ -424,7 +370,7 @@ async def test_platform_down_is_unavailable_after_every_attempt(
 
 
 async def test_an_approval_is_called_back_signed_until_acknowledged(
-    receiver: tuple[Receiver, ServedApp], http: httpx.AsyncClient
+    receiver: tuple[SignedReceiver, ServedApp], http: httpx.AsyncClient
 ) -> None:
     state, receiving = receiver
     app = simulator(callback_url=receiving.url + CALLBACK_PATH)
@@ -463,7 +409,7 @@ async def test_an_approval_is_called_back_signed_until_acknowledged(
 
 
 async def test_refuse_long_refuses_a_long_excavation_with_a_reason(
-    receiver: tuple[Receiver, ServedApp], http: httpx.AsyncClient
+    receiver: tuple[SignedReceiver, ServedApp], http: httpx.AsyncClient
 ) -> None:
     state, receiving = receiver
     state.fail_first = 0
@@ -475,7 +421,7 @@ async def test_refuse_long_refuses_a_long_excavation_with_a_reason(
             lambda: acknowledged(app, short.filing_no) and acknowledged(app, long.filing_no)
         )
 
-    decisions = state.decisions()
+    decisions = acknowledged_decisions(state)
     assert decisions[short.filing_no].outcome is PermitOutcome.APPROVED
     refusal = decisions[long.filing_no]
     assert refusal.outcome is PermitOutcome.REFUSED
@@ -486,7 +432,7 @@ async def test_refuse_long_refuses_a_long_excavation_with_a_reason(
 
 
 async def test_the_policy_can_be_changed_at_run_time(
-    receiver: tuple[Receiver, ServedApp], http: httpx.AsyncClient
+    receiver: tuple[SignedReceiver, ServedApp], http: httpx.AsyncClient
 ) -> None:
     state, receiving = receiver
     state.fail_first = 0
@@ -501,12 +447,12 @@ async def test_the_policy_can_be_changed_at_run_time(
 
     assert changed.json() == {"policy": "refuse-all", "decision_delay_s": 0.05}
     assert unknown.status_code == 422
-    refusal = state.decisions()[filing.filing_no]
+    refusal = acknowledged_decisions(state)[filing.filing_no]
     assert refusal.outcome is PermitOutcome.REFUSED and refusal.reason
 
 
 async def test_a_callback_the_receiver_cannot_verify_is_retried_a_bounded_number_of_times(
-    receiver: tuple[Receiver, ServedApp], http: httpx.AsyncClient
+    receiver: tuple[SignedReceiver, ServedApp], http: httpx.AsyncClient
 ) -> None:
     state, receiving = receiver
     app = simulator(
@@ -525,7 +471,7 @@ async def test_a_callback_the_receiver_cannot_verify_is_retried_a_bounded_number
 
 
 async def test_shutdown_cancels_pending_decisions_and_callbacks(
-    receiver: tuple[Receiver, ServedApp], http: httpx.AsyncClient
+    receiver: tuple[SignedReceiver, ServedApp], http: httpx.AsyncClient
 ) -> None:
     state, receiving = receiver
     state.fail_first = 1_000

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
-import yaml
 from stdnum.cn import uscc
 
 from adapters.project.client import ProjectClient
 from adapters.project.simulator import OPENAPI_FILE, create_app
+from adapters.resilience import BreakerState, CircuitBreaker
 from adapters.signing import sign_request, verify_request
 from adapters.simulation import Faults, ServedApp, SimulatorControl
+from contract_tests.helpers import openapi
+from contract_tests.helpers import response_schema as answer_schema
+from contract_tests.helpers import validate_draft4 as validate
 from schemas.errors import InvalidInput, NotFound, PlatformUnavailable, Unauthorized
 from schemas.evidence import ApprovalType, ProjectApproval, ProjectStatus
 from schemas.seed import Seed
@@ -142,12 +145,11 @@ def served(control: SimulatorControl) -> Iterator[ServedApp]:
         yield served
 
 
-@pytest.fixture
-async def http(served: ServedApp, control: SimulatorControl) -> AsyncIterator[httpx.AsyncClient]:
+@pytest.fixture(autouse=True)
+def fresh_control(control: SimulatorControl) -> None:
+    """The module's simulator is shared: each test starts without faults or records."""
     control.faults = Faults()
     control.reset()
-    async with httpx.AsyncClient() as http:
-        yield http
 
 
 def client_for(
@@ -157,6 +159,7 @@ def client_for(
     secret: str = APP_SECRET,
     timeout_s: float = 2.0,
     algorithm: str = "hmac-sha256",
+    breaker: CircuitBreaker | None = None,
 ) -> ProjectClient:
     return ProjectClient(
         http,
@@ -166,27 +169,13 @@ def client_for(
         algorithm=algorithm,
         timeout_s=timeout_s,
         attempts=ATTEMPTS,
+        breaker=breaker,
     )
-
-
-def openapi() -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(OPENAPI_FILE.read_text(encoding="utf-8"))
-    return document
 
 
 def response_schema(status: str) -> dict[str, Any]:
     """The JSON schema of an answer with this status, resolvable on its own."""
-    document = openapi()
-    response = document["paths"]["/api/v1/projects/{XMDM}"]["get"]["responses"][status]
-    if "$ref" in response:
-        response = document["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
-    schema = response["content"]["application/json"]["schema"]
-    return {**schema, "components": document["components"]}
-
-
-def validate(instance: Any, schema: dict[str, Any]) -> None:
-    """OpenAPI 3.0 schema objects are (an extended subset of) JSON Schema draft 4."""
-    jsonschema.validate(instance, schema, cls=jsonschema.Draft4Validator)
+    return answer_schema(openapi(OPENAPI_FILE), "/api/v1/projects/{XMDM}", "get", status)
 
 
 async def signed_get(http: httpx.AsyncClient, served: ServedApp, path: str) -> httpx.Response:
@@ -342,6 +331,38 @@ async def test_platform_down_is_unavailable_after_every_attempt(
     assert len(control.received) == ATTEMPTS
     nonces = {r.headers["x-nonce"] for r in control.received}
     assert len(nonces) == ATTEMPTS, "every retry is signed afresh"
+
+
+async def test_an_open_breaker_stops_calling_a_platform_that_is_down(
+    served: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+) -> None:
+    control.faults = Faults(down=True)
+    breaker = CircuitBreaker("project", failure_threshold=2, reset_timeout_s=60.0)
+    client = client_for(served, http, breaker=breaker)
+    assert client.breaker is breaker
+
+    with pytest.raises(PlatformUnavailable):
+        await client.fetch_project("2020-310115-44-01-000001")
+
+    assert len(control.received) == 2, "the third attempt failed fast"
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.snapshot()["consecutive_failures"] == 2
+
+    with pytest.raises(PlatformUnavailable) as caught:
+        await client.fetch_project("2020-310115-44-01-000001")
+
+    assert "circuit open" in caught.value.detail
+    assert len(control.received) == 2, "no further request reached the platform"
+
+
+async def test_each_client_has_a_breaker_of_its_own(
+    served: ServedApp, http: httpx.AsyncClient
+) -> None:
+    first, second = client_for(served, http), client_for(served, http)
+
+    assert first.breaker is not second.breaker
+    assert first.breaker.platform == "project"
+    assert first.breaker.state is BreakerState.CLOSED
 
 
 async def test_latency_beyond_the_timeout_is_unavailable(http: httpx.AsyncClient) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -18,14 +18,14 @@ import httpx
 import jsonschema
 import pytest
 import yaml
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from adapters.signing import MemoryNonceStore, sign_request, verify_request
+from adapters.signing import sign_request, verify_request
 from adapters.simulation import Faults, ServedApp, SimulatorControl
 from adapters.ywtb.client import CaseStatusClient
 from adapters.ywtb.mapping import callback_body, case_from_callback
 from adapters.ywtb.simulator import OPENAPI_FILE, create_app
+from contract_tests.helpers import SignedReceiver
 from schemas.cases import CaseStatusUpdate, InboundCase, Stage
 from schemas.errors import (
     Conflict,
@@ -69,22 +69,11 @@ def update(
 
 
 @pytest.fixture
-def control() -> SimulatorControl:
-    return SimulatorControl()
-
-
-@pytest.fixture
-def simulator(control: SimulatorControl) -> Iterator[ServedApp]:
+def simulator(control: SimulatorControl, serve: Callable[[FastAPI], ServedApp]) -> ServedApp:
     """A fresh platform per test: pushes, SJIDs and sequence numbers start empty."""
-    app = create_app(app_id=APP_ID, app_secret=APP_SECRET, control=control, callback_retry_s=0.05)
-    with ServedApp(app) as served:
-        yield served
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
+    return serve(
+        create_app(app_id=APP_ID, app_secret=APP_SECRET, control=control, callback_retry_s=0.05)
+    )
 
 
 def status_client(
@@ -403,38 +392,12 @@ FILED = InboundCase(
 )
 
 
-class Receiver:
-    """The connector's callback endpoint in miniature: verifies, answers 503 once, then 200."""
-
-    def __init__(self, *, failures: int = 1) -> None:
-        self.bodies: list[bytes] = []
-        self.nonces: list[str] = []
-        self.refused: list[str] = []
-        self._failures = failures
-        self._nonce_store = MemoryNonceStore()
-        self.app = FastAPI()
-        self.app.add_api_route("/callbacks/ywtb/cases", self.receive, methods=["POST"])
-
-    async def receive(self, request: Request) -> Response:
-        raw = await request.body()
-        try:
-            verify_request(
-                request.method,
-                request.url.path,
-                raw,
-                request.headers,
-                lookup_secret=lambda app: CALLBACK_SECRET if app == CALLBACK_APP_ID else None,
-                allowed_algorithms={"hmac-sha256"},
-                check_nonce=self._nonce_store.claim,
-            )
-        except Unauthorized as exc:
-            self.refused.append(exc.code)
-            return JSONResponse({"code": "4010", "msg": exc.detail}, status_code=401)
-        self.bodies.append(raw)
-        self.nonces.append(request.headers["x-nonce"])
-        if len(self.bodies) <= self._failures:
-            return JSONResponse({"code": "5000", "msg": "busy"}, status_code=503)
-        return JSONResponse({"code": "0000", "msg": "成功"})
+def callback_receiver(*, failures: int) -> SignedReceiver:
+    """The connector's callback endpoint in miniature: verifies, answers 503 ``failures``
+    times, then 200."""
+    return SignedReceiver(
+        "/callbacks/ywtb/cases", CALLBACK_APP_ID, CALLBACK_SECRET, fail_first=failures
+    )
 
 
 async def file_case(
@@ -461,7 +424,7 @@ async def file_case(
 async def test_a_filed_case_reaches_the_connector_signed_and_retried_until_accepted(
     simulator: ServedApp, http: httpx.AsyncClient
 ) -> None:
-    receiver = Receiver(failures=1)
+    receiver = callback_receiver(failures=1)
     with ServedApp(receiver.app) as served_receiver:
         delivery = await file_case(http, simulator, served_receiver)
 
@@ -492,7 +455,7 @@ async def test_a_filed_case_reaches_the_connector_signed_and_retried_until_accep
 async def test_a_callback_the_connector_refuses_is_retried_a_bounded_number_of_times(
     simulator: ServedApp, http: httpx.AsyncClient
 ) -> None:
-    receiver = Receiver(failures=0)
+    receiver = callback_receiver(failures=0)
     with ServedApp(receiver.app) as served_receiver:
         delivery = await file_case(
             http, simulator, served_receiver, secret="not-the-secret", max_attempts=2

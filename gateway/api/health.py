@@ -21,7 +21,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["ops"], summary="Store, broker and outbox backlog")
+@router.get("/readyz", tags=["ops"], summary="Store, broker, outbox backlog and each platform")
 async def readyz(container: ContainerDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     ready = True
@@ -41,6 +41,9 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     except ConnectorError as exc:
         ready = False
         checks["broker"] = {"ok": False, "error": exc.detail}
+    # An open circuit is reported, not fatal: the connector keeps accepting work
+    # (evidence stays pending, deliveries wait) while a government platform is down.
+    checks["platforms"] = {name: breaker.snapshot() for name, breaker in container.breakers.items()}
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)
 

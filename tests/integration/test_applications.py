@@ -294,3 +294,21 @@ async def test_evidence_endpoints_fetch_once_then_serve_from_the_store(
     assert missing.headers["content-type"] == "application/problem+json"
     bad = await api.get("/api/v1/evidence/licences/91310115MA1HW74708")
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "uscc"
+
+
+async def test_a_down_platform_opens_its_circuit_which_readyz_reports(
+    api: httpx.AsyncClient, platforms: dict[str, Platform]
+) -> None:
+    platforms["licence"].control.faults.down = True
+
+    for _ in range(3):
+        response = await api.post("/api/v1/applications", json=low_voltage(JINGAN))
+        assert response.status_code == 201
+        assert response.json()["status"] == "evidence_pending"
+
+    ready = await api.get("/readyz")
+    assert ready.status_code == 200, "a platform being down does not make the connector unready"
+    platforms_state = ready.json()["checks"]["platforms"]
+    assert platforms_state["licence"]["state"] == "open"
+    assert platforms_state["project"]["state"] == "closed"
+    assert len(platforms["licence"].control.received) == 5, "no call once the circuit is open"
