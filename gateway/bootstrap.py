@@ -33,7 +33,12 @@ from gateway.callbacks import CallbackVerifier
 from gateway.cases import CaseService
 from gateway.evidence import EvidenceService
 from gateway.permits import PermitService
-from gateway.settings import Settings, load_settings
+from gateway.settings import (
+    PlatformSettings,
+    Settings,
+    SignedPlatformSettings,
+    load_settings,
+)
 from gateway.store.db import Sessions, open_store, transaction
 from gateway.store.models import ApiClient, utcnow
 
@@ -97,53 +102,47 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
     breakers = {
         name: CircuitBreaker(name) for name in ("licence", "project", "permit", "ywtb", "marketing")
     }
+
+    def common(name: str, platform: PlatformSettings) -> dict[str, Any]:
+        """What every platform client takes: where, how long, how often, its breaker."""
+        return {
+            "base_url": platform.url,
+            "timeout_s": platform.timeout_s,
+            "attempts": platform.attempts,
+            "breaker": breakers[name],
+        }
+
+    def signed(name: str, platform: SignedPlatformSettings) -> dict[str, Any]:
+        return common(name, platform) | {
+            "app_id": platform.app_id,
+            "app_secret": platform.app_secret.get_secret_value(),
+            "algorithm": platform.algorithm,
+        }
+
     licences: LicenceRegistry = overrides.pop("licences", None) or LicenceClient(
-        base_url=settings.licence.url,
+        http=http,
         username=settings.licence.username,
         password=settings.licence.password.get_secret_value(),
-        http=http,
-        timeout_s=settings.licence.timeout_s,
-        attempts=settings.licence.attempts,
-        breaker=breakers["licence"],
+        **common("licence", settings.licence),
     )
     projects: ProjectRegistry = overrides.pop("projects", None) or ProjectClient(
         http,
-        base_url=settings.project.url,
         app_key=settings.project.app_key,
         app_secret=settings.project.app_secret.get_secret_value(),
         algorithm=settings.project.algorithm,
-        timeout_s=settings.project.timeout_s,
-        attempts=settings.project.attempts,
-        breaker=breakers["project"],
+        **common("project", settings.project),
     )
     permit_authority: PermitAuthority = overrides.pop("permit_authority", None) or PermitClient(
-        http,
-        base_url=settings.permit.url,
-        app_id=settings.permit.app_id,
-        app_secret=settings.permit.app_secret.get_secret_value(),
-        algorithm=settings.permit.algorithm,
-        timeout_s=settings.permit.timeout_s,
-        attempts=settings.permit.attempts,
-        breaker=breakers["permit"],
+        http, **signed("permit", settings.permit)
     )
     case_status: CaseStatusSink = overrides.pop("case_status", None) or CaseStatusClient(
-        http,
-        base_url=settings.ywtb.url,
-        app_id=settings.ywtb.app_id,
-        app_secret=settings.ywtb.app_secret.get_secret_value(),
-        algorithm=settings.ywtb.algorithm,
-        timeout_s=settings.ywtb.timeout_s,
-        attempts=settings.ywtb.attempts,
-        breaker=breakers["ywtb"],
+        http, **signed("ywtb", settings.ywtb)
     )
     marketing: MarketingSystem = overrides.pop("marketing", None) or MarketingClient(
-        base_url=settings.marketing.url,
+        http=http,
         username=settings.marketing.username,
         password=settings.marketing.password.get_secret_value(),
-        http=http,
-        timeout_s=settings.marketing.timeout_s,
-        attempts=settings.marketing.attempts,
-        breaker=breakers["marketing"],
+        **common("marketing", settings.marketing),
     )
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
