@@ -36,6 +36,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from cloudevents.core.base import BaseCloudEvent
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+    wait_exponential,
+)
 
 from gateway.bus import create_topics, kafka_errors, record_to_event
 from gateway.deliveries import DeliveryStatus, record_delivery
@@ -212,37 +219,39 @@ class Worker:
     async def _until_due(self, due_at: float) -> None:
         delay = due_at - time.time()
         if delay > 0:
-            try:
-                await asyncio.wait_for(self._stop.wait(), delay)
-            except TimeoutError:
-                return
-            raise _Stopping
+            await self._pause(delay)
 
     async def _apply_retrying(self, event: BaseCloudEvent, attempt: int) -> None:
         """Apply, retrying transient failures in place (forever, for an ordered worker)."""
-        tries, delay = 0, 0.2
-        while True:
-            tries += 1
-            try:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_never
+            if self.spec.ordered
+            else stop_after_attempt(self._policy.in_place_attempts),
+            wait=wait_exponential(multiplier=0.2, max=self._policy.in_place_backoff_max_s),
+            sleep=self._pause,
+            before_sleep=lambda state: log.warning(
+                "transient failure, retrying in place",
+                extra={
+                    "worker": self.spec.name,
+                    "event_id": event.get_id(),
+                    "try": state.attempt_number,
+                    "error": str(state.outcome.exception() if state.outcome else ""),
+                },
+            ),
+            reraise=True,
+        )
+        async for try_ in retrying:
+            with try_:
                 await self.apply(event, attempts=attempt)
-                return
-            except TransientError as exc:
-                if not self.spec.ordered and tries >= self._policy.in_place_attempts:
-                    raise
-                log.warning(
-                    "transient failure, retrying in place",
-                    extra={
-                        "worker": self.spec.name,
-                        "event_id": event.get_id(),
-                        "error": exc.detail,
-                    },
-                )
-            try:
-                await asyncio.wait_for(self._stop.wait(), delay)
-            except TimeoutError:
-                delay = min(delay * 2, self._policy.in_place_backoff_max_s)
-                continue
-            raise _Stopping
+
+    async def _pause(self, seconds: float) -> None:
+        """Tenacity's sleep: cut short by shutdown, which must not commit the message."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            return
+        raise _Stopping
 
     async def _forward(
         self,
