@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     ) -> Response:
         incoming = request.headers.get("x-request-id", "")
         rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.state.request_id = rid
         token = request_id.set(rid)
         started = time.perf_counter()
         try:

@@ -88,15 +88,18 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
+    # The state outlives the middleware, so even an unexpected error names its request.
+    rid = getattr(request.state, "request_id", None) or request_id.get()
     body: dict[str, Any] = {
         "type": f"/problems/{code}",
         "title": title,
         "status": status,
         "detail": detail,
         "instance": request.url.path,
-        "request_id": request_id.get(),
+        "request_id": rid,
         **extra,
     }
+    headers = {**(headers or {}), **({"X-Request-ID": rid} if rid else {})}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

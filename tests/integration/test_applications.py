@@ -312,3 +312,16 @@ async def test_a_down_platform_opens_its_circuit_which_readyz_reports(
     assert platforms_state["licence"]["state"] == "open"
     assert platforms_state["project"]["state"] == "closed"
     assert len(platforms["licence"].control.received) == 5, "no call once the circuit is open"
+
+
+async def test_the_request_id_is_echoed_and_named_in_problems(api: httpx.AsyncClient) -> None:
+    ok = await api.get("/healthz", headers={"X-Request-ID": "marketing-7f3a"})
+    problem = await api.post(
+        "/api/v1/applications", json=body(district="310199"), headers={"X-Request-ID": "mk-42"}
+    )
+    generated = await api.get("/healthz")
+
+    assert ok.headers["x-request-id"] == "marketing-7f3a"
+    assert problem.headers["x-request-id"] == "mk-42"
+    assert problem.json()["request_id"] == "mk-42"
+    assert len(generated.headers["x-request-id"]) == 32
