@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
 from pydantic import ValidationError
@@ -18,7 +19,7 @@ from adapters.ports import CaseStatusSink
 from gateway.applications import ApplicationService
 from gateway.outbox import add_event
 from gateway.store.db import Sessions, transaction
-from gateway.store.models import Application, Case, StageChange, utcnow
+from gateway.store.models import Application, Case, ReceivedCallback, StageChange, utcnow
 from schemas.applications import ApplicationRequest
 from schemas.cases import (
     CaseStatusUpdate,
@@ -68,14 +69,27 @@ class CaseService:
         self._applications = applications
         self._sink = sink
 
-    async def receive(self, case: InboundCase) -> str:
-        """The application of ``case``, created the first time the case arrives."""
+    async def receive(self, case: InboundCase, app_id: str, body: dict[str, Any]) -> str:
+        """The application of ``case``, created the first time the case arrives.
+
+        The callback is kept (``callbacks``) with the case in one transaction; a
+        repeat finds both and changes nothing.
+        """
         submitted = await self._applications.submit(
             application_request(case), client=YWTB_CLIENT, idempotency_key=f"case:{case.case_no}"
         )
         application_id = submitted.application.id
         try:
             async with transaction(self._sessions) as session:
+                session.add(
+                    ReceivedCallback(
+                        platform="ywtb",
+                        callback_key=case.case_no,
+                        app_id=app_id,
+                        body=body,
+                        received_at=utcnow(),
+                    )
+                )
                 session.add(
                     Case(
                         case_no=case.case_no,

@@ -141,7 +141,8 @@ async def permit_callback(request: Request, container: ContainerDep) -> dict[str
     responses=problem_responses(401, 422),
 )
 async def case_callback(request: Request, container: ContainerDep) -> dict[str, str]:
-    _app_id, body = await container.callbacks["ywtb"].verify(request)
-    case = _parsed(case_from_callback, _json(body))
-    application_id = await container.cases.receive(case)
+    app_id, body = await container.callbacks["ywtb"].verify(request)
+    data = _json(body)
+    case = _parsed(case_from_callback, data)
+    application_id = await container.cases.receive(case, app_id, data)
     return {**ACK, "application_id": application_id}

@@ -249,6 +249,7 @@ async def test_a_case_filed_twice_creates_one_application(
     assert application["applicant"]["credential_no"] == JINGAN
     assert await count(connector, Application) == 1
     assert await count(connector, Case) == 1
+    assert await count(connector, ReceivedCallback) == 1
     assert (await outbox_types(connector)).count(CaseEvent.RECEIVED) == 1
 
 
