@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("relay", help="publish the outbox to Kafka")
     worker = commands.add_parser("worker", help="run one named worker")
     worker.add_argument("name", choices=sorted(WORKERS))
+    lag = commands.add_parser("lag", help="consumer lag of each worker, per partition")
+    lag.add_argument("--worker", choices=sorted(WORKERS), help="only this worker")
     dlq = commands.add_parser("dlq", help="dead letters: list, show, replay")
     dlq.add_argument("action", choices=["list", "show", "replay"])
     dlq.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="for show and replay")
@@ -92,6 +94,28 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_worker(args.name))
     elif args.command == "dlq":
         return _dlq(args.action, args.event_ids, args.worker)
+    elif args.command == "lag":
+        return _lag(args.worker)
+    return 0
+
+
+def _lag(worker: str | None) -> int:
+    from gateway.lag import worker_lag
+    from gateway.workers import WORKER_TOPICS
+
+    settings = load_settings()
+    if not settings.kafka.bootstrap:
+        print("ywtb lag: YWTB_KAFKA_BOOTSTRAP is not set", file=sys.stderr)
+        return 2
+    chosen = {n: t for n, t in WORKER_TOPICS.items() if worker in (None, n)}
+    rows = asyncio.run(worker_lag(settings.kafka, chosen))
+    for row in rows:
+        print(json.dumps(row))
+    totals: dict[str, int] = {}
+    for row in rows:
+        totals[row["worker"]] = totals.get(row["worker"], 0) + (row["lag"] or 0)
+    for name, total in totals.items():
+        print(f"{name}: lag {total}", file=sys.stderr)
     return 0
 
 

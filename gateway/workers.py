@@ -21,6 +21,15 @@ from schemas.events import (
     PermitEvent,
 )
 
+#: The topics each worker reads (its consumer group is ``ywtb.worker.<name>``).
+WORKER_TOPICS: dict[str, tuple[str, ...]] = {
+    "timeline": TOPICS,
+    "evidence": (APPLICATION_EVENTS,),
+    "permits": (PERMIT_EVENTS,),
+    "marketing": (PERMIT_EVENTS, CASE_EVENTS),
+    "ywtb-status": (APPLICATION_EVENTS,),
+}
+
 
 def _data(event: BaseCloudEvent) -> dict[str, object]:
     data = event.get_data()
@@ -49,7 +58,7 @@ def timeline(_container: Container) -> WorkerSpec:
 
         return effect
 
-    return WorkerSpec("timeline", TOPICS, handle)
+    return WorkerSpec("timeline", WORKER_TOPICS["timeline"], handle)
 
 
 def evidence(container: Container) -> WorkerSpec:
@@ -61,7 +70,7 @@ def evidence(container: Container) -> WorkerSpec:
         application_id = str(_data(event)["application_id"])
         return await container.applications.prepare_completion(application_id)
 
-    return WorkerSpec("evidence", (APPLICATION_EVENTS,), handle)
+    return WorkerSpec("evidence", WORKER_TOPICS["evidence"], handle)
 
 
 def permits(container: Container) -> WorkerSpec:
@@ -72,7 +81,7 @@ def permits(container: Container) -> WorkerSpec:
             return None
         return await container.permits.prepare_filing(str(_data(event)["permit_id"]))
 
-    return WorkerSpec("permits", (PERMIT_EVENTS,), handle)
+    return WorkerSpec("permits", WORKER_TOPICS["permits"], handle)
 
 
 #: What the marketing system is told, by event type.
@@ -97,14 +106,14 @@ def marketing(container: Container) -> WorkerSpec:
         )
         return _nothing
 
-    return WorkerSpec("marketing", (PERMIT_EVENTS, CASE_EVENTS), handle, tracks_delivery=True)
+    return WorkerSpec("marketing", WORKER_TOPICS["marketing"], handle, tracks_delivery=True)
 
 
 def ywtb_status(container: Container) -> WorkerSpec:
     """Pushes stage changes to 一网通办, in order per case (办件状态推送)."""
     return WorkerSpec(
         "ywtb-status",
-        (APPLICATION_EVENTS,),
+        WORKER_TOPICS["ywtb-status"],
         container.cases.prepare_push,
         ordered=True,
         tracks_delivery=True,

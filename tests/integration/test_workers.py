@@ -13,12 +13,13 @@ from sqlalchemy import func, select
 from gateway.bootstrap import Container
 from gateway.bus import outbox_to_message
 from gateway.devbroker import DevBroker
+from gateway.lag import worker_lag
 from gateway.outbox import add_event
 from gateway.relay import Relay
 from gateway.store.db import transaction
 from gateway.store.models import InboxRow, OutboxRow, TimelineEntry
 from gateway.worker import Worker
-from gateway.workers import WORKERS
+from gateway.workers import WORKER_TOPICS, WORKERS
 from schemas.events import APPLICATION_EVENTS, ApplicationEvent, Event
 from tests.running import worker_process
 
@@ -178,3 +179,30 @@ async def test_sigterm_finishes_the_message_in_hand_commits_and_leaves(
         await consumer.stop()
     assert committed == applied, "every applied event is committed, and nothing more"
     assert "worker stopped" in (tmp_path / "worker.log").read_text()
+
+
+async def test_lag_counts_what_a_worker_has_not_yet_applied(container: Container) -> None:
+    await _publish_through_outbox(container, [_event(f"app-lag-{n % 4}", n) for n in range(30)])
+    settings = container.settings.kafka
+
+    before = await worker_lag(settings, {"timeline": WORKER_TOPICS["timeline"]})
+    main = [r for r in before if r["group"] == "ywtb.worker.timeline"]
+    assert sum(r["lag"] for r in main if r["topic"] == APPLICATION_EVENTS) == 30
+    assert all(r["lag"] == 0 for r in before if r["topic"] != APPLICATION_EVENTS)
+
+    stop = asyncio.Event()
+    worker = Worker(WORKERS["timeline"](container), container.sessions, container.settings)
+    task = asyncio.create_task(worker.run(stop))
+
+    async def all_applied() -> bool:
+        return (await _timeline_count(container))[0] >= 30
+
+    try:
+        await _wait_for(all_applied, timeout_s=60)
+    finally:
+        stop.set()
+        await task
+
+    after = await worker_lag(settings, {"timeline": WORKER_TOPICS["timeline"]})
+    assert [r["lag"] for r in after] == [0] * len(after)
+    assert sum(r["committed"] for r in after if r["topic"] == APPLICATION_EVENTS) == 30
