@@ -82,10 +82,6 @@ class DevBroker:
             process.kill()
             process.wait(timeout=5)
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     def __enter__(self) -> DevBroker:
         return self.start()
 
