@@ -102,7 +102,8 @@ class KafkaBus:
                 bootstrap_servers=self.bootstrap,
                 client_id=self.settings.client_id,
                 acks="all",
-                enable_idempotence=False,  # at-least-once; consumers deduplicate by event id
+                # At-least-once either way: consumers deduplicate by event id.
+                enable_idempotence=self.settings.idempotent_producer,
                 request_timeout_ms=timeout_ms,
                 linger_ms=5,
             )

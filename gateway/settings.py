@@ -35,6 +35,13 @@ class KafkaSettings(BaseModel):
     replication_factor: int = Field(1, description="replication factor of created topics")
     client_id: str = Field("ywtb-connector", description="Kafka client id")
     request_timeout_s: float = Field(10.0, description="producer request timeout")
+    idempotent_producer: bool = Field(
+        False,
+        description=(
+            "enable the idempotent producer (real Kafka only; the development broker lacks it): "
+            "keeps per-key order even when a batch fails after retries"
+        ),
+    )
 
 
 class RelaySettings(BaseModel):
