@@ -7,7 +7,7 @@ import time. Keyword overrides replace a part (tests hand in their own).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -41,6 +41,7 @@ from gateway.settings import (
 )
 from gateway.store.db import Sessions, open_store, transaction
 from gateway.store.models import ApiClient, utcnow
+from gateway.supervise import Loops
 
 
 def hash_key(key: str) -> str:
@@ -66,6 +67,7 @@ class Container:
     cases: CaseService
     callbacks: dict[str, CallbackVerifier]
     breakers: dict[str, CircuitBreaker]
+    loops: Loops = field(default_factory=Loops)
 
     async def aclose(self) -> None:
         await self.bus.close()
