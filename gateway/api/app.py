@@ -16,6 +16,7 @@ from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
 from gateway.logs import request_id
 from gateway.settings import Settings
+from gateway.tracing import TraceMiddleware
 
 log = logging.getLogger("gateway.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             return response
         finally:
             request_id.reset(token)
+
+    app.add_middleware(TraceMiddleware)  # outermost: the access log line runs in the span
 
     app.include_router(health.router)
     app.include_router(applications.router)
