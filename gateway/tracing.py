@@ -3,8 +3,10 @@
 The trace context (``traceparent``) travels
 
 - in: an HTTP request's ``traceparent`` header (a platform's callback included)
-  continues the caller's trace, or a new one starts (``TraceMiddleware``; the
-  answer names it in ``X-Trace-Id``);
+  continues the caller's trace, or a new one starts. FastAPI makes that SERVER
+  span itself (its native OpenTelemetry support, FastAPI 0.142 and later) once
+  a tracer provider is installed; the answer names the trace in ``X-Trace-Id``
+  (``gateway.api.app``, and ``gateway.api.problems`` for errors);
 - through the store: each outbox row keeps the context of the transaction that
   wrote it (``current_traceparent``, read by ``gateway.outbox.add_event``);
 - over Kafka: the relay puts it in the CloudEvents distributed-tracing
@@ -44,9 +46,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.settings import TracingSettings
 
@@ -104,58 +105,6 @@ def current_traceparent() -> str | None:
 
 def _extract(carrier: Mapping[str, str]) -> otel_context.Context:
     return _PROPAGATOR.extract(carrier)
-
-
-# --- in: HTTP requests --------------------------------------------------------
-
-
-class TraceMiddleware:
-    """A SERVER span per HTTP request, continuing the caller's ``traceparent`` if valid.
-
-    The outermost middleware, so the access log line and every handler run in it.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name.lower() in (b"traceparent", b"tracestate")
-        }
-        method = scope["method"]
-        status: list[int] = []
-        with _tracer().start_as_current_span(
-            method,
-            context=_extract(incoming),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": scope["path"]},
-        ) as span:
-            ids = current_ids()
-
-            async def send_with_trace_id(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    status.append(message["status"])
-                    if ids is not None:
-                        headers = [*message.get("headers", []), (b"x-trace-id", ids[0].encode())]
-                        message = {**message, "headers": headers}
-                await send(message)
-
-            try:
-                await self.app(scope, receive, send_with_trace_id)
-            finally:
-                route = getattr(scope.get("route"), "path", None)
-                if route:
-                    span.update_name(f"{method} {route}")
-                    span.set_attribute("http.route", route)
-                if status:
-                    span.set_attribute("http.response.status_code", status[0])
-                    if status[0] >= 500:
-                        span.set_status(Status(StatusCode.ERROR))
 
 
 # --- out: platform calls --------------------------------------------------------

@@ -16,7 +16,7 @@ from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
 from gateway.logs import request_id
 from gateway.settings import Settings
-from gateway.tracing import TraceMiddleware
+from gateway.tracing import TRACE_ID_HEADER, current_ids
 
 log = logging.getLogger("gateway.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         try:
             response = await call_next(request)
             response.headers["X-Request-ID"] = rid
+            if ids := current_ids():  # the request's span is FastAPI's own
+                response.headers[TRACE_ID_HEADER] = ids[0]
             log.info(
                 "request",
                 extra={
@@ -70,8 +72,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             return response
         finally:
             request_id.reset(token)
-
-    app.add_middleware(TraceMiddleware)  # outermost: the access log line runs in the span
 
     app.include_router(health.router)
     app.include_router(applications.router)

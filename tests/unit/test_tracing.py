@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from cloudevents.core.v1.event import CloudEvent
+from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from gateway.api.problems import install_problem_handlers
+from gateway.logs import JsonFormatter
 from gateway.settings import TracingSettings
 from gateway.tracing import (
     configure_tracing,
@@ -85,3 +91,40 @@ def test_an_event_without_trace_context_starts_a_trace() -> None:
     assert written is not None and written.startswith(f"00-{ids[0]}-{ids[1]}-")
     # Not exported, so not sampled: the flag says so to whoever reads it.
     assert int(written.rsplit("-", 1)[1], 16) & 0x01 == 0
+
+
+class _JsonLines(logging.Handler):
+    """Formats each record when it is emitted, in the context it was logged in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(JsonFormatter().format(record)))
+
+
+async def test_an_unexpected_error_is_logged_and_answered_in_the_requests_trace() -> None:
+    configure_tracing(TracingSettings())
+    app = FastAPI()  # its own SERVER span continues the caller's traceparent
+    install_problem_handlers(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    logs = _JsonLines()
+    logger = logging.getLogger("gateway.api.problems")
+    logger.addHandler(logs)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            response = await client.get("/boom", headers={"traceparent": TRACEPARENT})
+    finally:
+        logger.removeHandler(logs)
+
+    assert response.status_code == 500
+    assert response.headers["X-Trace-Id"] == TRACE_ID
+    assert response.json()["trace_id"] == TRACE_ID
+    [line] = [line for line in logs.lines if line["msg"] == "unexpected error"]
+    assert line["trace_id"] == TRACE_ID
