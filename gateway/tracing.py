@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -82,6 +82,15 @@ def configure_tracing(settings: TracingSettings) -> None:
         "tracing configured",
         extra={"export": settings.otlp_endpoint if exporting else None},
     )
+
+
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Probes and scrapes: frequent, alike, and no one's story."""
+
+
+def untraced(scope: MutableMapping[str, Any]) -> bool:
+    """FastAPI's ``telemetry.exclude``: requests that get no span."""
+    return scope.get("path") in UNTRACED_PATHS
 
 
 def _tracer() -> trace.Tracer:

@@ -202,6 +202,8 @@ async def test_a_request_without_a_valid_traceparent_starts_a_trace_of_its_own(
         assert {trace_id_of(row.traceparent) for row in rows} == {trace_id}
         trace_ids.append(trace_id)
     assert trace_ids[0] != trace_ids[1]
+    probe = await api.get("/healthz")
+    assert probe.status_code == 200 and "X-Trace-Id" not in probe.headers, "probes are not traced"
 
 
 async def test_a_platform_callback_continues_its_trace_into_the_events_it_causes(
