@@ -8,14 +8,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from cloudevents.core.v1.event import CloudEvent
 from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from pydantic import ValidationError
 
 from gateway.api.problems import install_problem_handlers
 from gateway.logs import JsonFormatter
-from gateway.settings import TracingSettings
+from gateway.settings import TracingSettings, load_settings
 from gateway.tracing import (
     configure_tracing,
     consuming,
@@ -128,3 +130,22 @@ async def test_an_unexpected_error_is_logged_and_answered_in_the_requests_trace(
     assert response.json()["trace_id"] == TRACE_ID
     [line] = [line for line in logs.lines if line["msg"] == "unexpected error"]
     assert line["trace_id"] == TRACE_ID
+
+
+def test_tracing_settings_come_from_the_environment_and_export_needs_an_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("YWTB_TRACING_ENABLED", "true")
+    monkeypatch.setenv("YWTB_TRACING_OTLP_ENDPOINT", "http://collector:4318/v1/traces")
+    monkeypatch.setenv("YWTB_TRACING_SERVICE_NAME", "ywtb-worker-evidence")
+
+    tracing = load_settings().tracing
+
+    assert (tracing.enabled, tracing.otlp_endpoint, tracing.service_name) == (
+        True,
+        "http://collector:4318/v1/traces",
+        "ywtb-worker-evidence",
+    )
+    assert TracingSettings().enabled is False and TracingSettings().otlp_endpoint is None
+    with pytest.raises(ValidationError, match="YWTB_TRACING_OTLP_ENDPOINT"):
+        TracingSettings(enabled=True)
