@@ -106,7 +106,12 @@ def install_control(app: FastAPI, control: SimulatorControl, error_response: Err
         return {
             "calls": dict(control.calls),
             "received": [
-                {"method": r.method, "path": r.path, "body": r.body.decode("utf-8", "replace")}
+                {
+                    "method": r.method,
+                    "path": r.path,
+                    "headers": r.headers,
+                    "body": r.body.decode("utf-8", "replace"),
+                }
                 for r in control.received
             ],
         }

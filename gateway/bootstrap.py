@@ -42,6 +42,7 @@ from gateway.settings import (
 from gateway.store.db import Sessions, open_store, transaction
 from gateway.store.models import ApiClient, utcnow
 from gateway.supervise import Loops
+from gateway.tracing import configure_tracing, instrument_http
 
 
 def hash_key(key: str) -> str:
@@ -92,14 +93,15 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         raise RuntimeError(
             "YWTB_KAFKA_BOOTSTRAP is not set (only `ywtb sandbox` starts a development broker)"
         )
+    configure_tracing(settings.tracing)
     engine, sessions = await open_store(settings.store)
     keys = {name: key.get_secret_value() for name, key in settings.security.api_keys.items()}
     if settings.environment == "sandbox":
         keys["sandbox"] = settings.sandbox.api_key.get_secret_value()
     await register_api_clients(sessions, keys)
 
-    http: httpx.AsyncClient = overrides.pop("http", None) or httpx.AsyncClient(
-        headers={"User-Agent": "ywtb-connector"}
+    http: httpx.AsyncClient = instrument_http(
+        overrides.pop("http", None) or httpx.AsyncClient(headers={"User-Agent": "ywtb-connector"})
     )
     breakers = {
         name: CircuitBreaker(name) for name in ("licence", "project", "permit", "ywtb", "marketing")

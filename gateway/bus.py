@@ -38,6 +38,8 @@ def outbox_to_message(row: OutboxRow) -> ce_kafka.KafkaMessage:
     }
     if row.subject:
         attributes["subject"] = row.subject
+    if row.traceparent:  # CloudEvents distributed tracing extension: header ce_traceparent
+        attributes["traceparent"] = row.traceparent
     event = CloudEvent(attributes, row.data)
     return ce_kafka.to_binary(event, JSON_FORMAT, key_mapper=lambda _e: row.key)
 

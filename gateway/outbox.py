@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.store.models import OutboxRow, utcnow
+from gateway.tracing import current_traceparent
 from schemas.events import Event
 
 
@@ -20,7 +21,10 @@ def key_hash(key: str) -> int:
 
 
 def add_event(session: AsyncSession, event: Event) -> OutboxRow:
-    """Stage ``event`` in the caller's transaction; it is published only if that commits."""
+    """Stage ``event`` in the caller's transaction; it is published only if that commits.
+
+    The row keeps the current trace context, which the event carries onward.
+    """
     row = OutboxRow(
         event_id=event.id,
         topic=event.topic,
@@ -32,6 +36,7 @@ def add_event(session: AsyncSession, event: Event) -> OutboxRow:
         time=event.time,
         data=event.data,
         created_at=utcnow(),
+        traceparent=current_traceparent(),
     )
     session.add(row)
     return row

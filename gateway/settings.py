@@ -146,6 +146,36 @@ class EvidenceSettings(BaseModel):
     )
 
 
+class TracingSettings(BaseModel):
+    """W3C trace context (OpenTelemetry): ids always propagate; spans are exported only when
+    ``enabled`` with an ``otlp_endpoint``."""
+
+    enabled: bool = Field(
+        False,
+        description=(
+            "export spans over OTLP/HTTP; off, trace ids are still made, propagated in headers, "
+            "outbox rows and Kafka messages and written in every log line"
+        ),
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces; unset: no export",
+    )
+    service_name: str = Field("ywtb-connector", description="service.name of exported spans")
+    sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="share of new traces recorded when exporting (a caller's decision is kept)",
+    )
+
+    @model_validator(mode="after")
+    def _endpoint_when_enabled(self) -> TracingSettings:
+        if self.enabled and not self.otlp_endpoint:
+            raise ValueError("tracing.enabled needs YWTB_TRACING_OTLP_ENDPOINT")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="YWTB_",
@@ -170,6 +200,7 @@ class Settings(BaseSettings):
     permit: PermitSettings = Field(default_factory=PermitSettings)
     ywtb: YwtbSettings = Field(default_factory=YwtbSettings)
     marketing: MarketingSettings = Field(default_factory=MarketingSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:

@@ -49,6 +49,7 @@ from gateway.deliveries import DeliveryStatus, record_delivery
 from gateway.settings import Settings
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import InboxRow, utcnow
+from gateway.tracing import consuming
 from schemas.errors import TransientError
 from schemas.events import all_topics, dead_letter_topic, retry_topic
 
@@ -207,7 +208,8 @@ class Worker:
             await self._forward(record, producer, exc, attempt, history, dead=True)
             return
         try:
-            await self._apply_retrying(event, attempt)
+            with consuming(event, self.spec.name):  # in the trace the event came with
+                await self._apply_retrying(event, attempt)
         except TransientError as exc:
             dead = attempt > len(self._policy.retry_delays_s)
             await self._forward(record, producer, exc, attempt, history, dead=dead, event=event)

@@ -16,6 +16,7 @@ from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
 from gateway.logs import request_id
 from gateway.settings import Settings
+from gateway.tracing import TRACE_ID_HEADER, current_ids, untraced
 
 log = logging.getLogger("gateway.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         summary="一网通办 connector of State Grid Shanghai: 一证办电 applications and evidence",
         version="0.1.0",
         lifespan=lifespan,
+        telemetry={"exclude": untraced},
     )
     install_problem_handlers(app)
 
@@ -57,6 +59,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         try:
             response = await call_next(request)
             response.headers["X-Request-ID"] = rid
+            if ids := current_ids():  # the request's span is FastAPI's own
+                response.headers[TRACE_ID_HEADER] = ids[0]
             log.info(
                 "request",
                 extra={

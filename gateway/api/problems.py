@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.logs import request_id
+from gateway.tracing import TRACE_ID_HEADER, current_ids
 from schemas.errors import (
     Conflict,
     ConnectorError,
@@ -90,6 +91,7 @@ def problem(
 ) -> JSONResponse:
     # The state outlives the middleware, so even an unexpected error names its request.
     rid = getattr(request.state, "request_id", None) or request_id.get()
+    ids = current_ids()
     body: dict[str, Any] = {
         "type": f"/problems/{code}",
         "title": title,
@@ -97,9 +99,12 @@ def problem(
         "detail": detail,
         "instance": request.url.path,
         "request_id": rid,
+        **({"trace_id": ids[0]} if ids else {}),
         **extra,
     }
     headers = {**(headers or {}), **({"X-Request-ID": rid} if rid else {})}
+    if ids:
+        headers[TRACE_ID_HEADER] = ids[0]
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

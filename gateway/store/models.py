@@ -72,6 +72,9 @@ class OutboxRow(Base):
     data: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    traceparent: Mapped[str | None] = mapped_column(
+        String(55), comment="W3C trace context of the transaction that wrote the event"
+    )
 
 
 class OutboxLane(Base):
