@@ -35,6 +35,7 @@ test: lint
 	$(BIN)/pytest tests/unit tests/integration contract_tests
 
 bench: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m bench.run
 
 clean:

@@ -1,0 +1,124 @@
+"""Outbox relay throughput against a bare aiokafka producer, on one development broker.
+
+One scenario of ``make bench`` (``bench/run.py``). Both publish the same
+CloudEvents messages to the same broker in the same run; the baseline skips
+the store (no outbox rows, no marking sent), so the ratio is the price of the
+transactional outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import func, select
+
+from gateway.bus import KafkaBus, outbox_to_message
+from gateway.devbroker import DevBroker
+from gateway.outbox import add_event
+from gateway.relay import Relay
+from gateway.settings import KafkaSettings, RelaySettings, StoreSettings
+from gateway.store.db import open_store, transaction
+from gateway.store.models import OutboxRow
+from schemas.events import APPLICATION_EVENTS, ApplicationEvent, Event
+
+
+def _events(count: int, run: str) -> list[Event]:
+    return [
+        Event(
+            topic=APPLICATION_EVENTS,
+            type=ApplicationEvent.RECEIVED,
+            key=f"{run}-{n % 50}",
+            data={"n": n, "district_code": "310115"},
+        )
+        for n in range(count)
+    ]
+
+
+async def _baseline(bootstrap: str, events: list[Event]) -> float:
+    """Seconds for a bare producer to publish ``events`` and have them acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        rows = [
+            OutboxRow(
+                event_id=e.id,
+                topic=e.topic,
+                key=e.key,
+                type=e.type,
+                source=e.source,
+                subject=None,
+                time=e.time,
+                data=e.data,
+            )
+            for e in events
+        ]
+        started = time.perf_counter()
+        futures = []
+        for row in rows:
+            message = outbox_to_message(row)
+            futures.append(
+                await producer.send(
+                    row.topic,
+                    message.value,
+                    key=row.key.encode(),
+                    headers=list(message.headers.items()),
+                )
+            )
+        await asyncio.gather(*futures)
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+async def _relay(bootstrap: str, events: list[Event], workdir: Path) -> float:
+    """Seconds for the relay to publish ``events`` from the outbox and mark them sent."""
+    engine, sessions = await open_store(
+        StoreSettings(url=f"sqlite+aiosqlite:///{workdir / 'bench.db'}")
+    )
+    bus = KafkaBus(KafkaSettings(bootstrap=bootstrap))
+    try:
+        async with transaction(sessions) as session:
+            for event in events:
+                add_event(session, event)
+        stop = asyncio.Event()
+        relay = Relay(sessions, bus, RelaySettings(poll_interval_s=0.01, batch_size=500))
+        started = time.perf_counter()
+        task = asyncio.create_task(relay.run(stop))
+        while True:
+            async with sessions() as session:
+                if not await session.scalar(
+                    select(func.count()).where(OutboxRow.sent_at.is_(None))
+                ):
+                    break
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
+        return elapsed
+    finally:
+        await bus.close()
+        await engine.dispose()
+
+
+async def relay_vs_producer(count: int) -> dict[str, object]:
+    with DevBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        bus = KafkaBus(KafkaSettings(bootstrap=broker.bootstrap))
+        await bus.ensure_topics([APPLICATION_EVENTS])
+        await bus.close()
+        baseline_s = await _baseline(broker.bootstrap, _events(count, "baseline"))
+        relay_s = await _relay(broker.bootstrap, _events(count, "relay"), Path(tmp))
+    return {
+        "benchmark": "outbox relay vs bare aiokafka producer",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} Python {platform.python_version()}",
+        "events": count,
+        "baseline_events_per_s": round(count / baseline_s),
+        "relay_events_per_s": round(count / relay_s),
+        "relay_cost_ratio": round(relay_s / baseline_s, 2),
+    }
