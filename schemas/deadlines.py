@@ -55,7 +55,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.applications import Procedure
 from schemas.cases import Stage
 
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
@@ -96,12 +95,16 @@ class TimeRule:
     applies_from: date
     total_days: int
     day_kind: DayKind
-    stages: dict[Procedure, int] = field(default_factory=dict)
+    stages: dict[str, int] = field(default_factory=dict)
+    """Per-stage limits by procedure code (``schemas.applications.Procedure``)."""
 
 
 _W = DayKind.WORKING
 _LOW, _K10, _K35 = CustomerClass.LOW_VOLTAGE, CustomerClass.KV10, CustomerClass.KV35_AND_ABOVE
-_ACC, _EXT = Procedure.ACCEPTANCE, Procedure.EXTERNAL_WORKS
+# Procedure codes (``schemas.applications.Procedure``, which imports this module).
+ACCEPTANCE, SURVEY_AND_PLAN = "acceptance", "survey_and_plan"
+EXTERNAL_WORKS, METERING_AND_CONNECTION = "external_works", "metering_and_connection"
+_ACC, _EXT = ACCEPTANCE, EXTERNAL_WORKS
 
 #: The rules of time, oldest first per class (see the module docstring).
 TIME_RULES: tuple[TimeRule, ...] = (
@@ -219,7 +222,7 @@ class Clock(BaseModel):
 
 
 class StageClock(Clock):
-    procedure: Procedure
+    procedure: str = Field(description="the procedure code, e.g. acceptance")
 
 
 class Deadline(Clock):
@@ -233,10 +236,10 @@ class Deadline(Clock):
 
 
 #: Stage reports that say the case has moved on to a procedure.
-_ENTERS: dict[Stage, Procedure] = {
-    Stage.SURVEY_AND_PLAN: Procedure.SURVEY_AND_PLAN,
-    Stage.EXTERNAL_WORKS: Procedure.EXTERNAL_WORKS,
-    Stage.METERING_AND_CONNECTION: Procedure.METERING_AND_CONNECTION,
+_ENTERS: dict[Stage, str] = {
+    Stage.SURVEY_AND_PLAN: SURVEY_AND_PLAN,
+    Stage.EXTERNAL_WORKS: EXTERNAL_WORKS,
+    Stage.METERING_AND_CONNECTION: METERING_AND_CONNECTION,
 }
 _STOPS = (Stage.COMPLETED, Stage.REFUSED)
 
@@ -357,7 +360,7 @@ def _clock(
 def deadline(
     *,
     voltage_level: str,
-    procedures: Sequence[Procedure],
+    procedures: Sequence[str],
     started_at: datetime,
     marks: Sequence[StageMark],
     calendar: Calendar,
@@ -367,7 +370,7 @@ def deadline(
     """The deadline state of an application, from its stage reports (in the order reported)."""
     rule = rule_for(voltage_level, started_at.astimezone(CHINA_STANDARD_TIME).date())
     kind = rule.day_kind
-    steps = list(procedures) or [Procedure.ACCEPTANCE]
+    steps = [str(p) for p in procedures] or [ACCEPTANCE]
     # Pauses: from a 补正 report to the next report that is not 补正 (or, open, to now).
     pause_records: list[Pause] = []
     stop: StageMark | None = None
@@ -450,10 +453,15 @@ def deadline(
 
 def thresholds_crossed(clock: Clock, shares: Sequence[float]) -> list[float]:
     """The shares of the limit (1.0 = overdue) a running clock has passed, lowest first."""
-    if clock.limit_days is None or clock.state not in (
-        DeadlineState.ON_TRACK,
-        DeadlineState.WARNING,
-        DeadlineState.OVERDUE,
+    if (
+        clock.limit_days is None
+        or clock.ended_at is not None
+        or clock.state
+        not in (
+            DeadlineState.ON_TRACK,
+            DeadlineState.WARNING,
+            DeadlineState.OVERDUE,
+        )
     ):
         return []
     used = clock.elapsed_days / clock.limit_days

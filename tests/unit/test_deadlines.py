@@ -106,7 +106,7 @@ def test_a_case_on_track_has_its_due_date_counted_in_working_days() -> None:
     # 24 each = 231, Sat 19th and Sun 20th skipped, Monday 21st 9 h.
     assert clock.due_at == cst(21)
     acceptance, metering = clock.stages
-    assert acceptance.procedure is Procedure.ACCEPTANCE
+    assert acceptance.procedure == Procedure.ACCEPTANCE
     assert acceptance.limit_days == 1 and acceptance.state is DeadlineState.OVERDUE
     assert acceptance.due_at == cst(8)
     assert metering.state is None and metering.started_at is None
