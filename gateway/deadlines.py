@@ -10,6 +10,11 @@ application's stage changes and keeps two things in the store:
   the transaction of its event: the unique key makes each threshold announce
   itself exactly once, across restarts and with several replicas running the
   job (a duplicate insert means another replica did it, and rolls back).
+
+Scopes are ``total`` and each stage with a limit of its own. Passing the total
+limit is ``deadline_overdue``; any other threshold, a stage's limit included,
+is ``deadline_warning``. When several thresholds are passed at once (a job
+that was down, a back-dated case) only the highest is announced.
 """
 
 from __future__ import annotations
@@ -173,7 +178,9 @@ class DeadlineService:
     ) -> str:
         """Record the thresholds passed and announce the highest; what it came to (a count key)."""
         highest = thresholds[-1]
-        overdue = highest == threshold_key(OVERDUE)
+        # Overdue is the promise to the customer broken: the total limit. A stage past its
+        # own limit is a warning (the case may still make its total).
+        overdue = scope == TOTAL and highest == threshold_key(OVERDUE)
         kind = "deadline_overdue" if overdue else "deadline_warning"
         event_type = (
             ApplicationEvent.DEADLINE_OVERDUE if overdue else ApplicationEvent.DEADLINE_WARNING

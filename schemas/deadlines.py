@@ -352,8 +352,8 @@ def _clock(
         started_at=start,
         ended_at=end,
         due_at=due_at,
-        elapsed_days=round(elapsed, 4),
-        remaining_days=None if remaining is None else round(remaining, 4),
+        elapsed_days=elapsed,
+        remaining_days=remaining,
     )
 
 
