@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from adapters.ywtb.mapping import format_time
 from gateway.bootstrap import Container, bootstrap
 from gateway.bus import record_to_event
 from gateway.deadlines import deadline_job
@@ -26,6 +27,7 @@ from schemas.deadlines import CHINA_STANDARD_TIME
 from schemas.events import APPLICATION_EVENTS, ApplicationEvent
 from tests.integration.conftest import Platform
 from tests.integration.test_applications import JINGAN, body, low_voltage
+from tests.integration.test_async_flows import a_case, application_of, file_case, pushes
 from tests.kafka import read_topic
 from tests.running import eventually, running, settings_env
 
@@ -106,7 +108,7 @@ async def test_back_dated_cases_are_overdue_on_track_or_met_and_found_by_case_nu
     assert fresh["state"] == "on_track"
     due_at = datetime.fromisoformat(fresh["due_at"])
     assert datetime.now(UTC) + timedelta(days=1) < due_at < datetime.now(UTC) + timedelta(days=25)
-    assert 0 < fresh["elapsed_days"] <= 1 and fresh["remaining_days"] == pytest.approx(
+    assert 0 <= fresh["elapsed_days"] <= 1.01 and fresh["remaining_days"] == pytest.approx(
         10 - fresh["elapsed_days"], abs=0.01
     )
 
@@ -132,6 +134,37 @@ async def test_back_dated_cases_are_overdue_on_track_or_met_and_found_by_case_nu
     assert rest["next_cursor"] is None
     bad = await api.get("/api/v1/applications", params={"cursor": "not-a-cursor"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "cursor"
+
+
+async def test_the_status_pushed_to_ywtb_tells_the_promised_limit_and_due_time(
+    api: httpx.AsyncClient,
+    connector: Container,
+    platforms: dict[str, Platform],
+    settings: Settings,
+    api_port: int,
+) -> None:
+    case = a_case("SH-CLOCK-0001").model_copy(
+        update={"filed_at": datetime.now(UTC) - timedelta(days=1)}
+    )
+    await file_case(platforms, settings, api_port, case)
+    application_id = await application_of(connector, case.case_no)
+    await report(api, application_id, "accepted", ago(hours=20))
+    due_at = (await api.get(f"/api/v1/applications/{application_id}")).json()["deadline"]["due_at"]
+
+    async with running(connector, "ywtb-status"):
+
+        async def pushed() -> bool:
+            return bool(await pushes(platforms))
+
+        await eventually(pushed)
+    [push] = await pushes(platforms)
+    assert (push["BJBH"], push["ZTDM"], push["CNSX"], push["SXLX"]) == (
+        "SH-CLOCK-0001",
+        "01",
+        10,
+        "2",
+    )
+    assert push["CNBJSJ"] == format_time(datetime.fromisoformat(due_at), "due_at")
 
 
 async def test_a_received_at_in_the_future_is_refused(api: httpx.AsyncClient) -> None:
