@@ -239,7 +239,7 @@ def write_chart(report: GettingElectricityReport, path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    labels = [c.customer_class.value for c in report.classes]
+    labels = [f"{c.customer_class.value}\n({c.day_kind.value} days)" for c in report.classes]
     medians = [c.days_median or 0.0 for c in report.classes]
     p90s = [c.days_p90 or 0.0 for c in report.classes]
     limits = [c.limit_days for c in report.classes]
@@ -260,13 +260,14 @@ def write_chart(report: GettingElectricityReport, path: Path) -> None:
                 fontsize=8,
             )
         axes.set_xticks(positions, labels)
-        axes.set_ylabel("days (as each class counts them, customer pauses excluded)")
+        axes.set_ylabel("days (pauses for the customer excluded)")
         axes.set_title(
             f"Getting Electricity {report.period_from.isoformat()} to "
             f"{report.period_to.isoformat()}: days per customer class against the limits",
             fontsize=10,
         )
-        axes.legend()
+        axes.legend(loc="upper left")
+        axes.set_ylim(0, max([*limits, *p90s]) * 1.15)
         figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, format="png")
