@@ -149,7 +149,10 @@ async def test_the_status_pushed_to_ywtb_tells_the_promised_limit_and_due_time(
     await file_case(platforms, settings, api_port, case)
     application_id = await application_of(connector, case.case_no)
     await report(api, application_id, "accepted", ago(hours=20))
-    due_at = (await api.get(f"/api/v1/applications/{application_id}")).json()["deadline"]["due_at"]
+    clock = (await api.get(f"/api/v1/applications/{application_id}")).json()["deadline"]
+    assert clock["state"] == "on_track" and clock["limit_days"] == 10
+    due_at = clock["due_at"]
+    assert datetime.fromisoformat(due_at) > datetime.now(UTC) + timedelta(days=1)
 
     async with running(connector, "ywtb-status"):
 
