@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.reports import median, p90
 from schemas.applications import Procedure
 from schemas.cases import Stage
 from schemas.deadlines import (
@@ -249,3 +250,19 @@ def test_a_calendar_file_with_a_weekday_as_working_weekend_is_refused() -> None:
         Calendar.of(
             [CalendarYear(year=2030, source="x", holidays=[], working_weekends=[date(2030, 1, 7)])]
         )
+
+
+@pytest.mark.parametrize(
+    ("values", "median_", "p90_"),
+    [
+        ([], None, None),
+        ([4.0], 4.0, 4.0),
+        ([3.0, 1.0], 2.0, 3.0),  # ⌈0.9·2⌉ = 2nd smallest
+        ([float(v) for v in range(1, 11)], 5.5, 9.0),  # ⌈0.9·10⌉ = 9th
+        ([float(v) for v in range(1, 12)], 6.0, 10.0),  # ⌈0.9·11⌉ = 10th
+    ],
+)
+def test_report_median_and_nearest_rank_p90(
+    values: list[float], median_: float | None, p90_: float | None
+) -> None:
+    assert (median(values), p90(values)) == (median_, p90_)
