@@ -15,6 +15,7 @@ with ``deliver_signed``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import threading
@@ -145,11 +146,15 @@ def install_admin_set(app: FastAPI, name: str, values: set[str]) -> None:
 
 @dataclass(frozen=True)
 class DeliveryAttempt:
-    """One try of a callback: its number (from 1) and the HTTP status, or the error instead."""
+    """One try of a callback: its number (from 1) and the HTTP status, or the error instead.
+
+    ``answer`` is the receiver's JSON object answer of a 2xx (e.g. its acknowledgement).
+    """
 
     attempt: int
     status: int | None = None
     error: str | None = None
+    answer: dict[str, Any] | None = None
 
 
 async def deliver_signed(
@@ -186,7 +191,12 @@ async def deliver_signed(
         except httpx.HTTPError as exc:
             on_attempt(DeliveryAttempt(attempt, error=f"{type(exc).__name__}: {exc}"))
             continue
-        on_attempt(DeliveryAttempt(attempt, status=response.status_code))
+        answer = None
+        if response.is_success:
+            with contextlib.suppress(ValueError):
+                parsed = response.json()
+                answer = parsed if isinstance(parsed, dict) else None
+        on_attempt(DeliveryAttempt(attempt, status=response.status_code, answer=answer))
         if response.is_success:
             return True
     return False

@@ -10,18 +10,20 @@ request and a crash loses nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date
-from typing import Any
+from datetime import date, datetime, timedelta
+from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.deadlines import DeadlineService
 from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep, record_of
 from gateway.outbox import add_event
 from gateway.settings import EvidenceSettings
@@ -29,12 +31,16 @@ from gateway.store.db import Sessions, transaction
 from gateway.store.models import (
     Application,
     ApplicationEvidence,
+    Case,
     IdempotencyKey,
+    StageChange,
     utcnow,
 )
 from schemas.applications import (
     PROCEDURE_NAMES,
     Applicant,
+    ApplicationFilter,
+    ApplicationPage,
     ApplicationRequest,
     ApplicationResource,
     ApplicationStatus,
@@ -50,6 +56,7 @@ from schemas.applications import (
     time_limit_days,
 )
 from schemas.credentials import credential_parts
+from schemas.deadlines import Deadline
 from schemas.errors import ConnectorError, InvalidInput, NotFound
 from schemas.events import APPLICATION_EVENTS, ApplicationEvent, Event
 from schemas.evidence import (
@@ -61,6 +68,10 @@ from schemas.evidence import (
 )
 
 log = logging.getLogger(__name__)
+Q = TypeVar("Q", bound=Select[Any])
+
+#: How far ahead of our clock a ``received_at`` may be (the sender's clock may run fast).
+CLOCK_SKEW = timedelta(minutes=5)
 
 #: What a fetch came to: the evidence, NOT_FOUND, or PENDING (not in time, or failed).
 Outcome = Evidence | EvidenceStatus
@@ -153,16 +164,23 @@ class Submitted:
 
 class ApplicationService:
     def __init__(
-        self, sessions: Sessions, evidence: EvidenceService, settings: EvidenceSettings
+        self,
+        sessions: Sessions,
+        evidence: EvidenceService,
+        settings: EvidenceSettings,
+        deadlines: DeadlineService,
     ) -> None:
         self._sessions = sessions
         self._evidence = evidence
         self._settings = settings
+        self._deadlines = deadlines
 
     async def submit(
         self, request: ApplicationRequest, *, client: str, idempotency_key: str | None
     ) -> Submitted:
         check_case_rules(request)
+        if request.received_at is not None and request.received_at > utcnow() + CLOCK_SKEW:
+            raise InvalidInput("received_at", "is in the future")
         body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
         if idempotency_key:
             earlier = await self._replay(client, idempotency_key, body_hash)
@@ -242,20 +260,23 @@ class ApplicationService:
         outcomes: dict[EvidenceKind, Outcome],
     ) -> None:
         now = utcnow()
-        session.add(
-            Application(
-                id=application_id,
-                status=ApplicationStatus.EVIDENCE_PENDING.value,
-                credential_type=request.applicant.credential_type.value,
-                credential_no=request.applicant.credential_no,
-                request=request.model_dump(mode="json"),
-                procedures=[p.value for p in procedures(request)],
-                time_limit_days=time_limit_days(request),
-                reasons=[],
-                created_at=now,
-                updated_at=now,
-            )
+        application = Application(
+            id=application_id,
+            status=ApplicationStatus.EVIDENCE_PENDING.value,
+            credential_type=request.applicant.credential_type.value,
+            credential_no=request.applicant.credential_no,
+            request=request.model_dump(mode="json"),
+            procedures=[p.value for p in procedures(request)],
+            time_limit_days=time_limit_days(request),
+            reasons=[],
+            created_at=now,
+            updated_at=now,
+            received_at=request.received_at or now,
         )
+        clock = self._deadlines.compute(application, [], now)
+        application.deadline_state = clock.state.value if clock.state else None
+        application.due_at = clock.due_at
+        session.add(application)
         for kind in outcomes:
             session.add(
                 ApplicationEvidence(
@@ -294,14 +315,76 @@ class ApplicationService:
             application = await session.get(Application, application_id)
             if application is None:
                 raise NotFound(f"application {application_id} not found")
-            links = (
-                await session.scalars(
-                    select(ApplicationEvidence)
-                    .where(ApplicationEvidence.application_id == application_id)
-                    .order_by(ApplicationEvidence.kind)
+            return (await self._resources(session, [application]))[0]
+
+    async def search(
+        self, filters: ApplicationFilter, *, client: str, cursor: str | None, limit: int
+    ) -> ApplicationPage:
+        """Applications the client may see, oldest first, ``limit`` per page."""
+        query = select(Application)
+        if filters.case_no is not None:
+            query = query.join(Case, Case.application_id == Application.id).where(
+                Case.case_no == filters.case_no
+            )
+        if filters.status is not None:
+            query = query.where(Application.status == filters.status.value)
+        if filters.deadline_state is not None:
+            query = query.where(Application.deadline_state == filters.deadline_state.value)
+        if filters.credential_no is not None:
+            query = query.where(Application.credential_no == filters.credential_no)
+        if filters.created_from is not None:
+            query = query.where(Application.created_at >= filters.created_from)
+        if filters.created_to is not None:
+            query = query.where(Application.created_at < filters.created_to)
+        if cursor is not None:
+            created_at, after_id = _read_cursor(cursor)
+            query = query.where(
+                or_(
+                    Application.created_at > created_at,
+                    (Application.created_at == created_at) & (Application.id > after_id),
                 )
-            ).all()
-        return _resource(application, list(links))
+            )
+        query = visible(query, client).order_by(Application.created_at, Application.id)
+        async with self._sessions() as session:
+            rows = list((await session.scalars(query.limit(limit + 1))).all())
+            page = rows[:limit]
+            items = await self._resources(session, page)
+        more = len(rows) > limit
+        return ApplicationPage(items=items, next_cursor=_cursor(page[-1]) if more else None)
+
+    async def _resources(
+        self, session: AsyncSession, applications: list[Application]
+    ) -> list[ApplicationResource]:
+        """The resources of ``applications``, their evidence, case and clock read in bulk."""
+        ids = [a.id for a in applications]
+        links: dict[str, list[ApplicationEvidence]] = {}
+        for link in await session.scalars(
+            select(ApplicationEvidence)
+            .where(ApplicationEvidence.application_id.in_(ids))
+            .order_by(ApplicationEvidence.kind)
+        ):
+            links.setdefault(link.application_id, []).append(link)
+        changes: dict[str, list[StageChange]] = {}
+        for change in await session.scalars(
+            select(StageChange).where(StageChange.application_id.in_(ids))
+        ):
+            changes.setdefault(change.application_id, []).append(change)
+        cases: dict[str, str] = {
+            row[0]: row[1]
+            for row in await session.execute(
+                select(Case.application_id, Case.case_no).where(Case.application_id.in_(ids))
+            )
+        }
+        now = utcnow()
+        return [
+            _resource(
+                a,
+                links.get(a.id, []),
+                case_no=cases.get(a.id),
+                deadline=self._deadlines.compute(a, changes.get(a.id, []), now),
+            )
+            for a in applications
+        ]
 
     async def prepare_completion(
         self, application_id: str
@@ -356,6 +439,7 @@ async def record_outcomes(
                 "status": EvidenceStatus.FETCHED.value,
                 "evidence_id": await keep(session, outcome),
                 "record": outcome.snapshot(),
+                "reused": outcome.from_store,
             }
         else:
             values["status"] = outcome.value
@@ -427,6 +511,7 @@ async def _complete_if_ready(session: AsyncSession, application_id: str) -> None
             status=status.value,
             reasons=[r.model_dump(mode="json") for r in reasons],
             updated_at=utcnow(),
+            dossier_completed_at=utcnow(),
         )
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -448,7 +533,38 @@ async def _complete_if_ready(session: AsyncSession, application_id: str) -> None
     )
 
 
-def _resource(application: Application, links: list[ApplicationEvidence]) -> ApplicationResource:
+def visible(query: Q, client: str) -> Q:
+    """The applications of ``query`` that ``client`` may see.
+
+    Every list of applications goes through here, so the ownership rules of
+    the API clients apply in this one place; today every client sees every
+    application.
+    """
+    del client
+    return query
+
+
+def _cursor(last: Application) -> str:
+    text = f"{last.created_at.isoformat()}|{last.id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _read_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, application_id = text.split("|", 1)
+        return datetime.fromisoformat(created_at), application_id
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise InvalidInput("cursor", "not a cursor this API gave out") from exc
+
+
+def _resource(
+    application: Application,
+    links: list[ApplicationEvidence],
+    *,
+    case_no: str | None = None,
+    deadline: Deadline | None = None,
+) -> ApplicationResource:
     request = ApplicationRequest.model_validate(application.request)
     evidence = [
         EvidenceRecord(
@@ -478,4 +594,7 @@ def _resource(application: Application, links: list[ApplicationEvidence]) -> App
         evidence=evidence,
         created_at=application.created_at,
         updated_at=application.updated_at,
+        received_at=application.received_at,
+        case_no=case_no,
+        deadline=deadline,
     )

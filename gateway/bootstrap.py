@@ -31,8 +31,10 @@ from gateway.applications import ApplicationService
 from gateway.bus import KafkaBus
 from gateway.callbacks import CallbackVerifier
 from gateway.cases import CaseService
+from gateway.deadlines import DeadlineService
 from gateway.evidence import EvidenceService
 from gateway.permits import PermitService
+from gateway.reports import ReportService
 from gateway.settings import (
     PlatformSettings,
     Settings,
@@ -43,6 +45,7 @@ from gateway.store.db import Sessions, open_store, transaction
 from gateway.store.models import ApiClient, utcnow
 from gateway.supervise import Loops
 from gateway.tracing import configure_tracing, instrument_http
+from schemas.deadlines import load_calendar
 
 
 def hash_key(key: str) -> str:
@@ -66,6 +69,8 @@ class Container:
     applications: ApplicationService
     permits: PermitService
     cases: CaseService
+    deadlines: DeadlineService
+    reports: ReportService
     callbacks: dict[str, CallbackVerifier]
     breakers: dict[str, CircuitBreaker]
     loops: Loops = field(default_factory=Loops)
@@ -151,7 +156,10 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
     evidence = EvidenceService(licences, projects, sessions, settings.evidence)
-    applications = ApplicationService(sessions, evidence, settings.evidence)
+    deadlines = DeadlineService(
+        sessions, settings.deadlines, load_calendar(settings.deadlines.calendar_files)
+    )
+    applications = ApplicationService(sessions, evidence, settings.evidence, deadlines)
     return Container(
         settings=settings,
         engine=engine,
@@ -166,7 +174,9 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         evidence=evidence,
         applications=applications,
         permits=PermitService(sessions, permit_authority),
-        cases=CaseService(sessions, applications, case_status),
+        cases=CaseService(sessions, applications, case_status, deadlines),
+        deadlines=deadlines,
+        reports=ReportService(sessions, deadlines),
         callbacks={
             "permit": CallbackVerifier("permit", settings.permit, sessions),
             "ywtb": CallbackVerifier("ywtb", settings.ywtb, sessions),

@@ -11,12 +11,13 @@ from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.ports import CaseStatusSink
 from gateway.applications import ApplicationService
+from gateway.deadlines import DeadlineService
 from gateway.outbox import add_event
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import Application, Case, ReceivedCallback, StageChange, utcnow
@@ -63,11 +64,16 @@ def application_request(case: InboundCase) -> ApplicationRequest:
 
 class CaseService:
     def __init__(
-        self, sessions: Sessions, applications: ApplicationService, sink: CaseStatusSink
+        self,
+        sessions: Sessions,
+        applications: ApplicationService,
+        sink: CaseStatusSink,
+        deadlines: DeadlineService,
     ) -> None:
         self._sessions = sessions
         self._applications = applications
         self._sink = sink
+        self._deadlines = deadlines
 
     async def receive(self, case: InboundCase, app_id: str, body: dict[str, Any]) -> str:
         """The application of ``case``, created the first time the case arrives.
@@ -99,6 +105,14 @@ class CaseService:
                     )
                 )
                 await session.flush()
+                # The customer's clock starts when they filed on the portal (their clock may
+                # run ahead of ours: never later than now).
+                await session.execute(
+                    update(Application)
+                    .where(Application.id == application_id)
+                    .values(received_at=min(case.filed_at, utcnow()))
+                )
+                await self._deadlines.record(session, application_id)
                 add_event(
                     session,
                     Event(
@@ -155,8 +169,16 @@ class CaseService:
             )
             session.add(change)
             await session.flush()
+            clock = await self._deadlines.record(session, application_id)
             resource = StageChangeResource.model_validate(change, from_attributes=True)
-            resource = resource.model_copy(update={"case_no": case_no})
+            resource = resource.model_copy(
+                update={
+                    "case_no": case_no,
+                    "time_limit_days": clock.limit_days,
+                    "day_kind": clock.day_kind.value,
+                    "due_at": None if clock.ended_at else clock.due_at,
+                }
+            )
             add_event(
                 session,
                 Event(

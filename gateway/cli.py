@@ -1,4 +1,9 @@
-"""The ``ywtb`` command: sandbox, serve, relay, worker."""
+"""The ``ywtb`` command: sandbox, serve, relay, worker, dlq, lag, report.
+
+``ywtb report --from YYYY-MM-DD --to YYYY-MM-DD [--chart FILE.png]`` prints the
+Getting Electricity figures of the period as JSON (it needs only the store)
+and, with ``--chart``, draws days per customer class against the limits.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import date
 from pathlib import Path
 
 from gateway.logs import configure_logging
@@ -79,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     dlq.add_argument("action", choices=["list", "show", "replay"])
     dlq.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="for show and replay")
     dlq.add_argument("--worker", help="only the dead letters of this worker")
+    report = commands.add_parser(
+        "report", help="Getting Electricity figures of a period (JSON), optionally a chart"
+    )
+    report.add_argument("--from", dest="period_from", required=True, type=_date, metavar="DATE")
+    report.add_argument("--to", dest="period_to", required=True, type=_date, metavar="DATE")
+    report.add_argument("--chart", type=Path, metavar="FILE.png", help="write the chart (PNG)")
     args = parser.parse_args(argv)
 
     configure_logging(load_settings().log_level)
@@ -96,6 +108,43 @@ def main(argv: list[str] | None = None) -> int:
         return _dlq(args.action, args.event_ids, args.worker)
     elif args.command == "lag":
         return _lag(args.worker)
+    elif args.command == "report":
+        return asyncio.run(_report(args.period_from, args.period_to, args.chart))
+    return 0
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+async def _report(period_from: date, period_to: date, chart: Path | None) -> int:
+    from gateway.deadlines import DeadlineService
+    from gateway.reports import ReportService, write_chart
+    from gateway.store.db import open_store
+    from schemas.deadlines import load_calendar
+    from schemas.errors import ConnectorError
+
+    settings = load_settings()
+    engine, sessions = await open_store(settings.store)
+    try:
+        calendar = load_calendar(settings.deadlines.calendar_files)
+        deadlines = DeadlineService(sessions, settings.deadlines, calendar)
+        try:
+            figures = await ReportService(sessions, deadlines).getting_electricity(
+                period_from, period_to
+            )
+        except ConnectorError as exc:
+            print(f"ywtb report: {exc.detail}", file=sys.stderr)
+            return 2
+    finally:
+        await engine.dispose()
+    print(figures.model_dump_json(indent=2))
+    if chart is not None:
+        write_chart(figures, chart)
+        print(f"chart written to {chart}", file=sys.stderr)
     return 0
 
 

@@ -16,10 +16,12 @@ from adapters.simulation import ServedApp
 from adapters.ywtb import simulator as ywtb_simulator
 from gateway.api.app import create_app
 from gateway.bootstrap import bootstrap
+from gateway.deadlines import deadline_job
 from gateway.devbroker import DevBroker
 from gateway.relay import Relay
 from gateway.runtime import api_server, stop_on_signals
 from gateway.settings import Settings, load_settings
+from gateway.supervise import supervise
 from gateway.worker import Worker
 from gateway.workers import WORKERS
 from schemas.seed import Seed, load_seed
@@ -127,6 +129,10 @@ async def _serve(settings: Settings, port: int, simulators: dict[str, ServedApp]
                 Worker(build(container), container.sessions, settings).run(stop), name=name
             )
             for name, build in WORKERS.items()
+        ),
+        asyncio.create_task(
+            supervise("deadlines", deadline_job(container), stop, container.loops),
+            name="deadlines",
         ),
     ]
     while not server.started and not tasks[0].done():

@@ -7,6 +7,7 @@ Nested per concern; one underscore separates the concern from the field, so
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -176,6 +177,30 @@ class TracingSettings(BaseModel):
         return self
 
 
+class DeadlineSettings(BaseModel):
+    """The customer's clock: time limits, warnings and chasing (催办)."""
+
+    thresholds: list[float] = Field(
+        default_factory=lambda: [0.5, 0.8, 1.0],
+        description=(
+            "shares of a time limit that raise one event each: below 1 deadline_warning, "
+            "1.0 deadline_overdue (passed, not reached)"
+        ),
+    )
+    warning_share: float = Field(
+        0.8, description="share of the limit from which an application's state is 'warning'"
+    )
+    interval_s: float = Field(60.0, description="how often the deadline job evaluates")
+    batch_size: int = Field(500, description="open applications read per query of the job")
+    calendar_files: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "more calendar files (schemas/deadlines.py documents the format), e.g. a new year; "
+            "a file for a year already shipped replaces it"
+        ),
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="YWTB_",
@@ -201,6 +226,7 @@ class Settings(BaseSettings):
     ywtb: YwtbSettings = Field(default_factory=YwtbSettings)
     marketing: MarketingSettings = Field(default_factory=MarketingSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:

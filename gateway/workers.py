@@ -26,7 +26,7 @@ WORKER_TOPICS: dict[str, tuple[str, ...]] = {
     "timeline": TOPICS,
     "evidence": (APPLICATION_EVENTS,),
     "permits": (PERMIT_EVENTS,),
-    "marketing": (PERMIT_EVENTS, CASE_EVENTS),
+    "marketing": (PERMIT_EVENTS, CASE_EVENTS, APPLICATION_EVENTS),
     "ywtb-status": (APPLICATION_EVENTS,),
 }
 
@@ -84,12 +84,18 @@ def permits(container: Container) -> WorkerSpec:
     return WorkerSpec("permits", WORKER_TOPICS["permits"], handle)
 
 
-#: What the marketing system is told, by event type.
-MARKETING_NOTICES = {PermitEvent.DECIDED: "permit_decision", CaseEvent.RECEIVED: "case_received"}
+#: What the marketing system is told, by event type (deadline events: a 催办 reminder).
+MARKETING_NOTICES = {
+    PermitEvent.DECIDED: "permit_decision",
+    CaseEvent.RECEIVED: "case_received",
+    ApplicationEvent.DEADLINE_WARNING: "deadline_warning",
+    ApplicationEvent.DEADLINE_OVERDUE: "deadline_overdue",
+}
 
 
 def marketing(container: Container) -> WorkerSpec:
-    """Delivers permit decisions and 一网通办 cases to the marketing system (营销系统)."""
+    """Delivers permit decisions, 一网通办 cases and deadline reminders (催办) to the marketing
+    system (营销系统)."""
 
     async def handle(event: BaseCloudEvent) -> Effect | None:
         kind = MARKETING_NOTICES.get(event.get_type())

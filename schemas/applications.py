@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from schemas.credentials import CredentialParts, CredentialType, normalise_credential
+from schemas.deadlines import Deadline, DeadlineState
 from schemas.errors import InvalidInput
 
 #: 上海市 district codes (区划代码) and names.
@@ -127,6 +128,20 @@ class ApplicationRequest(BaseModel):
     site: Site
     request: ConnectionRequest
     project_code: str | None = Field(None, description="投资项目代码 YYYY-DDDDDD-II-TT-NNNNNN")
+    received_at: datetime | None = Field(
+        None,
+        description=(
+            "when the customer applied, with a time zone (default: when this request arrives); "
+            "the customer's clock starts here"
+        ),
+    )
+
+    @field_validator("received_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone, e.g. +08:00")
+        return value
 
     @field_validator("project_code")
     @classmethod
@@ -236,6 +251,29 @@ class ApplicationResource(BaseModel):
     evidence: list[EvidenceRecord]
     created_at: datetime
     updated_at: datetime
+    received_at: datetime | None = Field(None, description="when the customer applied")
+    case_no: str | None = Field(None, description="办件编号, when it came from 一网通办")
+    deadline: Deadline | None = Field(None, description="the customer's clock, computed now")
+
+
+class ApplicationPage(BaseModel):
+    """``GET /api/v1/applications``: one page, oldest first; ``next_cursor`` None on the last."""
+
+    items: list[ApplicationResource]
+    next_cursor: str | None
+
+
+class ApplicationFilter(BaseModel):
+    """The filters of ``GET /api/v1/applications`` (all optional, combined with AND)."""
+
+    case_no: str | None = None
+    status: ApplicationStatus | None = None
+    deadline_state: DeadlineState | None = Field(
+        None, description="as of the last evaluation (the deadline job runs every minute)"
+    )
+    credential_no: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
 
 
 class DeliveryRecord(BaseModel):

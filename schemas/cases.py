@@ -37,6 +37,9 @@ class CaseStatusUpdate(BaseModel):
     occurred_at: datetime
     reason: str | None = Field(None, description="补正 / 不予受理 reason")
     result_code: str | None = Field(None, description="办结结果代码")
+    time_limit_days: int | None = Field(None, description="承诺时限: the promised limit, in days")
+    day_kind: str | None = Field(None, description="calendar or working (days of the limit)")
+    due_at: datetime | None = Field(None, description="承诺办结时间: when the limit runs out")
 
 
 class InboundCase(BaseModel):
@@ -101,4 +104,9 @@ class StageChangeResource(BaseModel):
     event_id: str
     case_no: str | None = Field(
         None, description="办件编号, when the application came from 一网通办"
+    )
+    time_limit_days: int | None = Field(None, description="the promised limit, in days")
+    day_kind: str | None = Field(None, description="calendar or working (days of the limit)")
+    due_at: datetime | None = Field(
+        None, description="when the limit runs out, as of this change (None once closed)"
     )

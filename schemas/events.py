@@ -48,6 +48,8 @@ class ApplicationEvent:
     DOSSIER_COMPLETED = event_type("application", "dossier_completed")
     REJECTED = event_type("application", "rejected")
     STAGE_CHANGED = event_type("application", "stage_changed")
+    DEADLINE_WARNING = event_type("application", "deadline_warning")
+    DEADLINE_OVERDUE = event_type("application", "deadline_overdue")
 
 
 class PermitEvent:

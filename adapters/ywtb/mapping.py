@@ -5,7 +5,8 @@ its codes; the interface itself is described in ``openapi.yaml`` beside this
 file. Two bodies cross the wire:
 
 - the status push we send (办件状态推送, ``POST /api/v1/case-status``), from a
-  ``CaseStatusUpdate`` (``status_body``);
+  ``CaseStatusUpdate`` (``status_body``), telling the customer the promised
+  limit (CNSX, SXLX) and due time (CNBJSJ) where known;
 - the case callback the platform sends us (办件推送), read into an
   ``InboundCase`` (``case_from_callback``; ``callback_body`` is the inverse,
   for the simulator).
@@ -63,6 +64,9 @@ REASON_REQUIRED = frozenset({SUPPLEMENT, REFUSED})
 RESULT_CODES: dict[str, str] = {"01": "办结（已送电）", "02": "办结（终止办理）"}
 DEFAULT_RESULT_CODE = "01"
 """Sent when a completion carries no result code: 办结 means the customer is connected."""
+
+# SXLX 时限类型 (with CNSX 承诺时限, days).
+DAY_KINDS: dict[str, str] = {"calendar": "1", "working": "2"}  # 1 自然日, 2 工作日
 
 # SQRZJLX 申请人证件类型.
 CREDENTIAL_TYPES: dict[str, CredentialType] = {
@@ -128,6 +132,12 @@ def status_body(update: CaseStatusUpdate) -> dict[str, Any]:
         body["YY"] = update.reason
     elif state in REASON_REQUIRED:
         raise ValueError(f"reason: required for stage {update.stage.value}")
+    if update.time_limit_days is not None:
+        body["CNSX"] = update.time_limit_days
+        if update.day_kind in DAY_KINDS:
+            body["SXLX"] = DAY_KINDS[update.day_kind]
+    if update.due_at is not None:
+        body["CNBJSJ"] = format_time(update.due_at, "due_at")
     if state == COMPLETED:
         result = update.result_code or DEFAULT_RESULT_CODE
         if result not in RESULT_CODES:

@@ -11,7 +11,8 @@ the last accepted one for its case, and serves its interface file at
   ``PUT`` takes a JSON list and replaces the set.
 - ``POST /_admin/file-case``: a customer files a case (``FileCase``); the
   platform POSTs the signed case callback to ``callback_url``, retrying until
-  a 2xx or ``max_attempts``, and answers with the delivery record.
+  a 2xx or ``max_attempts``, and answers with the delivery record, including
+  the ``application_id`` the connector's acknowledgement named (or None).
 - ``GET /_admin/deliveries``: ``{"deliveries": [...]}``, every file-case so far.
 """
 
@@ -160,10 +161,13 @@ async def _deliver(
     case = InboundCase.model_validate(filed.model_dump(include=set(InboundCase.model_fields)))
     body = mapping.callback_body(case)
     attempts: list[dict[str, Any]] = []
+    acknowledged: dict[str, Any] = {}
 
     def record(attempt: DeliveryAttempt) -> None:
         outcome = {"status": attempt.status} if attempt.error is None else {"error": attempt.error}
         attempts.append({"attempt": attempt.attempt, **outcome})
+        if attempt.answer is not None:
+            acknowledged.update(attempt.answer)
 
     async with httpx.AsyncClient(timeout=timeout_s) as http:
         delivered = await deliver_signed(
@@ -182,4 +186,5 @@ async def _deliver(
         "body": body,
         "delivered": delivered,
         "attempts": attempts,
+        "application_id": acknowledged.get("application_id") if delivered else None,
     }

@@ -176,6 +176,27 @@ async def test_reasons_and_result_codes_travel_with_their_stage(
     validate(push, "CaseStatus")
 
 
+async def test_the_push_tells_the_customer_the_promised_limit_and_due_time(
+    simulator: ServedApp, http: httpx.AsyncClient
+) -> None:
+    promised = update(1, Stage.ACCEPTED).model_copy(
+        update={
+            "time_limit_days": 10,
+            "day_kind": "working",
+            "due_at": datetime(2024, 5, 20, 1, 30, tzinfo=UTC),
+        }
+    )
+    await status_client(simulator, http).push_status(promised)
+
+    [push] = await pushes(http, simulator)
+    assert {k: push[k] for k in ("CNSX", "SXLX", "CNBJSJ")} == {
+        "CNSX": 10,
+        "SXLX": "2",  # 工作日
+        "CNBJSJ": "2024-05-20 09:30:00",
+    }
+    validate(push, "CaseStatus")
+
+
 @pytest.mark.parametrize("algorithm", ["hmac-sha256", "hmac-sm3"])
 async def test_the_push_carries_a_signature_over_its_exact_bytes(
     http: httpx.AsyncClient, algorithm: str

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from gateway.api import applications, flows, health
+from gateway.api import applications, flows, health, reports
 from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
 from gateway.logs import request_id
@@ -77,4 +77,5 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(health.router)
     app.include_router(applications.router)
     app.include_router(flows.router)
+    app.include_router(reports.router)
     return app

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from gateway.api.deps import ClientDep, ContainerDep
 from gateway.api.problems import problem_responses
 from schemas.applications import (
     PROJECT_CODE,
+    ApplicationFilter,
+    ApplicationPage,
     ApplicationRequest,
     ApplicationResource,
+    ApplicationStatus,
     EvidenceKind,
     EvidenceRecord,
     EvidenceStatus,
 )
 from schemas.credentials import CredentialType, normalise_credential
+from schemas.deadlines import DeadlineState
 from schemas.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1", tags=["一证办电"])
@@ -47,6 +52,41 @@ async def submit_application(
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     return submitted.application
+
+
+@router.get(
+    "/applications",
+    summary="Find applications: by case number, status, deadline state, credential, date",
+    responses=PROBLEMS,
+)
+async def list_applications(
+    client: ClientDep,
+    container: ContainerDep,
+    case_no: Annotated[str | None, Query(max_length=64, description="办件编号")] = None,
+    status: ApplicationStatus | None = None,
+    deadline_state: Annotated[
+        DeadlineState | None, Query(description="as of the deadline job's last round")
+    ] = None,
+    credential: Annotated[
+        str | None, Query(max_length=32, description="统一社会信用代码 or 居民身份证号")
+    ] = None,
+    created_from: Annotated[datetime | None, Query(description="created at or after")] = None,
+    created_to: Annotated[datetime | None, Query(description="created before")] = None,
+    cursor: Annotated[str | None, Query(max_length=400, description="next_cursor")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> ApplicationPage:
+    for name, moment in (("created_from", created_from), ("created_to", created_to)):
+        if moment is not None and moment.tzinfo is None:
+            raise InvalidInput(name, "needs a time zone, e.g. +08:00")
+    filters = ApplicationFilter(
+        case_no=case_no,
+        status=status,
+        deadline_state=deadline_state,
+        credential_no=credential.strip().upper() if credential else None,
+        created_from=created_from,
+        created_to=created_to,
+    )
+    return await container.applications.search(filters, client=client, cursor=cursor, limit=limit)
 
 
 @router.get(

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -130,6 +131,19 @@ class Application(Base):
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(
+        index=True, comment="when the customer applied: the clock starts here"
+    )
+    dossier_completed_at: Mapped[datetime | None] = mapped_column(
+        comment="when the dossier was complete (ready or rejected)"
+    )
+    closed_at: Mapped[datetime | None] = mapped_column(
+        index=True, comment="办结 or 不予受理: the clock stopped"
+    )
+    deadline_state: Mapped[str | None] = mapped_column(
+        String(16), index=True, comment="as of the last evaluation (stage report or deadline job)"
+    )
+    due_at: Mapped[datetime | None] = mapped_column(comment="as of the last evaluation")
 
 
 class ApplicationEvidence(Base):
@@ -146,6 +160,9 @@ class ApplicationEvidence(Base):
         JSON, comment="the evidence as checked for this application (a snapshot)"
     )
     updated_at: Mapped[datetime]
+    reused: Mapped[bool | None] = mapped_column(
+        Boolean, comment="true: taken from the evidence store; false: fetched for this application"
+    )
 
 
 class StoredEvidence(Base):
@@ -262,4 +279,23 @@ class StageChange(Base):
     reason: Mapped[str | None] = mapped_column(String(1000))
     result_code: Mapped[str | None] = mapped_column(String(32))
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+
+
+class DeadlineAlert(Base):
+    """A threshold of an application's time limit that was passed; its key makes it happen once.
+
+    ``scope`` is ``total`` or a procedure; ``threshold`` the share of the limit
+    (``1.0`` = overdue). ``event_id`` is None for a lower threshold passed
+    together with a higher one (only the highest is announced).
+    """
+
+    __tablename__ = "deadline_alerts"
+    __table_args__ = (UniqueConstraint("application_id", "scope", "threshold"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    application_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(64))
+    threshold: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
