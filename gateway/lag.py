@@ -34,6 +34,17 @@ def _reader(settings: KafkaSettings, group_id: str | None) -> AIOKafkaConsumer:
     )
 
 
+async def _close(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, minus an aiokafka quirk: stopped before its internal task ever
+    ran, a group-less consumer raises ``CancelledError`` although nothing cancelled us."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
 async def group_lag(
     settings: KafkaSettings, group_id: str, topics: tuple[str, ...], *, timeout_s: float = 5.0
 ) -> list[dict[str, Any]]:
@@ -91,7 +102,7 @@ async def group_lag(
                     }
                 )
         finally:
-            await consumer.stop()
+            await _close(consumer)
     return rows
 
 
@@ -140,7 +151,7 @@ class DeadLetterTally:
             try:
                 await self._read_new(consumer, timeout_s)
             finally:
-                await consumer.stop()
+                await _close(consumer)
         return self.counts()
 
     async def _read_new(self, consumer: AIOKafkaConsumer, timeout_s: float) -> None:
