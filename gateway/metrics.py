@@ -109,10 +109,11 @@ class FiguresCollector:
             loop_restarts.add_metric([state.name], state.restarts)
         yield from (loop_progress, loop_running, loop_restarts)
 
-        yield from _figure_families(figures)
+        yield from figure_families(figures)
 
 
-def _figure_families(figures: Figures | None) -> Iterator[Metric]:
+def figure_families(figures: Figures | None) -> Iterator[Metric]:
+    """The families of the store and Kafka figures (empty before the first gathering)."""
     outbox_pending = GaugeMetricFamily("ywtb_outbox_pending", "Outbox events not yet published")
     outbox_age = GaugeMetricFamily(
         "ywtb_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event (0: none)"
