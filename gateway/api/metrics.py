@@ -61,6 +61,6 @@ async def ops_figures_running(app: FastAPI, container: Container) -> AsyncIterat
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(job, 2.0)  # a gathering in progress is cancelled
         if server is not None:
-            server.shutdown()
+            await asyncio.to_thread(server.shutdown)
             server.server_close()
             thread.join()

@@ -12,6 +12,7 @@ from prometheus_client.samples import Sample
 from sqlalchemy import func, select
 
 from gateway.bootstrap import Container
+from gateway.devbroker import free_port
 from gateway.metrics import exported_families
 from gateway.settings import Settings
 from gateway.store.models import OutboxRow
@@ -28,6 +29,7 @@ TIMELINE = "ywtb.worker.timeline"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     settings.metrics.interval_s = 0.2  # the store and Kafka figures, gathered continuously
+    settings.metrics.port = free_port()  # and /metrics without a key on a port of its own
     return settings
 
 
@@ -155,6 +157,12 @@ async def test_metrics_show_requests_platform_calls_refusals_and_store_figures(
         "marketing",
     }
     assert value(after, "ywtb_circuit_state", platform="licence") == 0  # closed
+    async with httpx.AsyncClient() as plain:  # no key: the metrics port is for a private network
+        separate = await plain.get(f"http://127.0.0.1:{settings.metrics.port}/metrics")
+    assert separate.status_code == 200
+    on_port = {f.name: f.samples for f in text_string_to_metric_families(separate.text)}
+    assert value(on_port, "ywtb_applications", status="ready") == 1
+    assert set(exported_families()) <= set(on_port)
     progress = value(after, "ywtb_loop_last_progress_timestamp_seconds", loop="ops-figures")
     assert time.time() - progress < 10, "the figures job makes progress"
     assert {s.labels["part"]: s.value for s in after["ywtb_figures_up"]} == {
