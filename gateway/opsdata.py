@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import func, select
 
@@ -117,25 +116,24 @@ class OpsFigures:
         """Gather every figure now; keep and return them."""
         started, clock = time.time(), time.perf_counter()
         problems: dict[str, str] = {}
-        values: dict[str, Any] = {}
+        pending, oldest_age = None, None
+        applications: dict[str, int] = {}
+        lag: list[LagRow] = []
+        dead_letters: dict[tuple[str, str], int] = {}
         try:
-            values["outbox_pending"], values["outbox_oldest_age_s"] = await outbox_backlog(
-                self._sessions
-            )
-            values["applications"] = await count_applications(self._sessions, self._count_cap)
+            pending, oldest_age = await outbox_backlog(self._sessions)
+            applications = await count_applications(self._sessions, self._count_cap)
         except ConnectorError as exc:
             problems["store"] = exc.detail
         if self._dead_letters is None:
             problems["lag"] = problems["dead_letters"] = "YWTB_KAFKA_BOOTSTRAP is not set"
         else:
             try:
-                values["lag"] = [
-                    LagRow(**row) for row in await worker_lag(self._kafka, self._workers)
-                ]
+                lag = [LagRow(**row) for row in await worker_lag(self._kafka, self._workers)]
             except ConnectorError as exc:
                 problems["lag"] = exc.detail
             try:
-                values["dead_letters"] = await self._dead_letters.refresh()
+                dead_letters = await self._dead_letters.refresh()
             except ConnectorError as exc:
                 problems["dead_letters"] = exc.detail
         if problems:
@@ -143,8 +141,12 @@ class OpsFigures:
         self.latest = Figures(
             gathered_at=started,
             took_s=round(time.perf_counter() - clock, 3),
+            outbox_pending=pending,
+            outbox_oldest_age_s=oldest_age,
+            applications=applications,
+            lag=lag,
+            dead_letters=dead_letters,
             problems=problems,
-            **values,
         )
         return self.latest
 
@@ -159,6 +161,6 @@ class OpsFigures:
 
 def figures_for(sessions: Sessions, settings: Settings) -> OpsFigures:
     """The ``OpsFigures`` of a deployment: its store, its Kafka and every named worker."""
-    from gateway.workers import WORKER_TOPICS
+    from gateway.workers import WORKER_TOPICS  # here: gateway.workers imports the whole app
 
     return OpsFigures(sessions, settings.kafka, WORKER_TOPICS, count_cap=settings.metrics.count_cap)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy import func, select
@@ -16,7 +17,7 @@ from gateway.devbroker import free_port
 from gateway.metrics import exported_families
 from gateway.settings import Settings
 from gateway.store.models import OutboxRow
-from schemas.events import APPLICATION_EVENTS
+from schemas.events import APPLICATION_EVENTS, PERMIT_EVENTS
 from tests.integration.test_applications import JINGAN, low_voltage
 from tests.integration.test_async_flows import a_case, post_signed
 from tests.running import eventually, running
@@ -242,3 +243,29 @@ async def test_lag_in_seconds_rises_while_a_worker_is_stopped_and_returns_to_zer
     async with running(connector, "timeline"):
         resumed = await until(api, caught_up)
     assert timeline_lag(resumed, "ywtb_consumer_lag_seconds") == {"0": 0, "1": 0, "2": 0}
+
+
+async def test_dead_letters_are_counted_per_topic_and_worker(
+    api: httpx.AsyncClient, connector: Container, settings: Settings
+) -> None:
+    def dead(samples: Samples, worker: str) -> float:
+        return value(
+            samples,
+            "ywtb_dead_letters",
+            "ywtb_dead_letters_total",
+            topic="ywtb.permit.events.dlq",
+            worker=worker,
+        )
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
+    await producer.start()
+    try:
+        async with running(connector, "permits"):
+            # Not a CloudEvent: the worker cannot decode it and dead-letters it at once.
+            await producer.send_and_wait(PERMIT_EVENTS, b"not an event", key=b"garbage-1")
+            await until(api, lambda s: dead(s, "permits") == 1)
+            await producer.send_and_wait(PERMIT_EVENTS, b"nor this", key=b"garbage-2")
+            counted = await until(api, lambda s: dead(s, "permits") == 2)
+    finally:
+        await producer.stop()
+    assert dead(counted, "timeline") == 0, "the timeline worker did not run"
