@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit integration contract bench drill install clean
+.PHONY: run test lint unit integration contract bench drill install clean ops-check
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,13 @@ integration: $(STAMP)
 contract: $(STAMP)
 	$(BIN)/pytest contract_tests
 
-test: lint
+# The Prometheus alerts: valid rules, and their unit tests (promtool from Debian's prometheus).
+ops-check:
+	@./ops/install-tools.sh
+	promtool check rules ops/prometheus/alerts.yml
+	promtool test rules ops/prometheus/alerts.test.yml
+
+test: lint ops-check
 	$(BIN)/pytest tests/unit tests/integration contract_tests
 
 bench: $(STAMP)

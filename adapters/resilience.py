@@ -11,6 +11,10 @@ Only ``TransientError`` is retried (exponential back-off with jitter); a
 transient failures of single attempts; once open it fails every attempt fast,
 without a call, until ``reset_timeout_s`` has passed and one trial call is let
 through.
+
+Every attempt is counted in ``ywtb_platform_calls`` (platform, operation,
+outcome) and timed in ``ywtb_platform_call_duration_seconds``; an attempt the
+open breaker refused is counted with outcome ``circuit_open`` and not timed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 
 import httpx
+from prometheus_client import Counter, Histogram
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -30,6 +35,19 @@ from tenacity import (
 )
 
 from schemas.errors import PermanentError, PlatformUnavailable, TransientError
+
+PLATFORM_CALLS = Counter(
+    "ywtb_platform_calls",
+    "Calls to government and utility platforms, one per attempt, by outcome "
+    "(ok, transient_error, permanent_error, circuit_open, error)",
+    ["platform", "operation", "outcome"],
+)
+PLATFORM_CALL_DURATION = Histogram(
+    "ywtb_platform_call_duration_seconds",
+    "Duration of one attempt of a platform call (refused attempts excluded)",
+    ["platform", "operation"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 
 def retry_transient(attempts: int, *, initial_s: float = 0.1, max_s: float = 2.0) -> AsyncRetrying:
@@ -95,29 +113,39 @@ class CircuitBreaker:
         }
 
     @contextmanager
-    def guard(self) -> Iterator[None]:
-        """Around one attempt: fail fast if open, let one trial through if half-open, and
-        count the attempt's outcome."""
+    def guard(self, operation: str = "call") -> Iterator[None]:
+        """Around one attempt of ``operation``: fail fast if open, let one trial through if
+        half-open, and count the attempt's outcome (in the breaker and in the metrics)."""
         state = self.state
         if state is BreakerState.OPEN or (
             state is BreakerState.HALF_OPEN and self._trial_in_flight
         ):
+            PLATFORM_CALLS.labels(self.platform, operation, "circuit_open").inc()
             raise self._fail_fast(state)
         trial = state is BreakerState.HALF_OPEN
         self._trial_in_flight = self._trial_in_flight or trial
+        outcome = "error"
+        started = time.perf_counter()
         try:
             yield
         except TransientError:
+            outcome = "transient_error"
             self._record_failure(trial)
             raise
         except PermanentError:
+            outcome = "permanent_error"
             self._record_success()
             raise
         else:
+            outcome = "ok"
             self._record_success()
         finally:
             if trial:
                 self._trial_in_flight = False
+            PLATFORM_CALLS.labels(self.platform, operation, outcome).inc()
+            PLATFORM_CALL_DURATION.labels(self.platform, operation).observe(
+                time.perf_counter() - started
+            )
 
     def _record_failure(self, trial: bool) -> None:
         self._failures += 1

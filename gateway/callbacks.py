@@ -15,6 +15,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from adapters.signing import HEADER_APP_ID, verify_signature
+from gateway.metrics import CALLBACK_REFUSALS
 from gateway.settings import SignedPlatformSettings
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import Nonce
@@ -58,6 +59,7 @@ class CallbackVerifier:
             )
             await self._claim_nonce(signed.app_id, signed.nonce)
         except Unauthorized as exc:
+            CALLBACK_REFUSALS.labels(self.platform, exc.code).inc()
             audit.warning(
                 "callback refused", extra={**context, "reason": exc.code, "detail": exc.detail}
             )

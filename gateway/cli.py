@@ -1,8 +1,10 @@
-"""The ``ywtb`` command: sandbox, serve, relay, worker, dlq, lag, report.
+"""The ``ywtb`` command: sandbox, serve, relay, worker, dlq, lag, report, ops.
 
 ``ywtb report --from YYYY-MM-DD --to YYYY-MM-DD [--chart FILE.png]`` prints the
 Getting Electricity figures of the period as JSON (it needs only the store)
 and, with ``--chart``, draws days per customer class against the limits.
+
+``ywtb ops status [--watch [SECONDS]]`` shows backlog, lag, dead letters and platforms.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -91,6 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--from", dest="period_from", required=True, type=_date, metavar="DATE")
     report.add_argument("--to", dest="period_to", required=True, type=_date, metavar="DATE")
     report.add_argument("--chart", type=Path, metavar="FILE.png", help="write the chart (PNG)")
+    ops = commands.add_parser("ops", help="ops figures: backlog, lag, dead letters, platforms")
+    ops.add_argument("action", choices=["status"])
+    ops.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=5.0,
+        default=None,
+        metavar="SECONDS",
+        help="redraw every SECONDS (default 5) until Ctrl-C",
+    )
+    ops.add_argument(
+        "--url", help="read a running API's /metrics (adds its breakers, loops and calls)"
+    )
+    ops.add_argument("--key", help="API key for --url (default: the sandbox key in the sandbox)")
     args = parser.parse_args(argv)
 
     configure_logging(load_settings().log_level)
@@ -110,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return _lag(args.worker)
     elif args.command == "report":
         return asyncio.run(_report(args.period_from, args.period_to, args.chart))
+    elif args.command == "ops":
+        return _ops_status(args.watch, args.url, args.key)
     return 0
 
 
@@ -146,6 +166,61 @@ async def _report(period_from: date, period_to: date, chart: Path | None) -> int
         write_chart(figures, chart)
         print(f"chart written to {chart}", file=sys.stderr)
     return 0
+
+
+def _ops_status(watch: float | None, url: str | None, key: str | None) -> int:
+    """``ywtb ops status [--watch [SECONDS]] [--url URL --key KEY]``."""
+    from gateway.opsstatus import Families, gathered, render, scraped
+    from schemas.errors import ConnectorError
+
+    settings = load_settings()
+    if url is None and not settings.kafka.bootstrap:
+        print("ywtb ops status: YWTB_KAFKA_BOOTSTRAP is not set (or give --url)", file=sys.stderr)
+        return 2
+    if url is not None and key is None and settings.environment == "sandbox":
+        key = settings.sandbox.api_key.get_secret_value()
+    interactive = sys.stdout.isatty()
+
+    async def run() -> int:
+        from gateway.opsdata import figures_for
+        from gateway.store.db import open_store
+
+        engine = figures = None
+        if url is None:
+            engine, sessions = await open_store(settings.store)
+            figures = figures_for(sessions, settings)
+        source = url or "store and Kafka"
+        try:
+            while True:
+                print(f"ywtb ops status: reading {source} ...", file=sys.stderr, flush=True)
+                started = time.perf_counter()
+                try:
+                    families: Families = (
+                        await gathered(figures)
+                        if figures is not None
+                        else await scraped(source, key)
+                    )
+                except ConnectorError as exc:
+                    print(f"ywtb ops status: {exc.detail}", file=sys.stderr)
+                    if watch is None:
+                        return 1
+                else:
+                    took = time.perf_counter() - started
+                    if watch is not None and interactive:
+                        print("\033[H\033[2J", end="")  # clear the screen, then redraw
+                    print(render(families, source=source), flush=True)
+                    print(f"ywtb ops status: read in {took:.1f} s", file=sys.stderr)
+                if watch is None:
+                    return 0
+                await asyncio.sleep(watch)
+        finally:
+            if engine is not None:
+                await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
 
 
 def _lag(worker: str | None) -> int:

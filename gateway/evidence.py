@@ -16,10 +16,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.ports import LicenceRegistry, ProjectRegistry
+from gateway.metrics import EVIDENCE_FETCHES
 from gateway.settings import EvidenceSettings
 from gateway.store.db import Sessions
 from gateway.store.models import StoredEvidence, utcnow
 from schemas.applications import EvidenceKind
+from schemas.errors import ConnectorError, NotFound
 from schemas.evidence import BusinessLicence, ProjectApproval
 
 Record = BusinessLicence | ProjectApproval
@@ -116,7 +118,20 @@ class EvidenceService:
 
     async def obtain(self, kind: EvidenceKind, subject: str) -> Evidence:
         """From the store when fresh and valid, else from the platform."""
-        return await self.stored(kind, subject) or await self.fetch(kind, subject)
+        stored = await self.stored(kind, subject)
+        if stored is not None:
+            EVIDENCE_FETCHES.labels(kind.value, "reused").inc()
+            return stored
+        try:
+            fetched = await self.fetch(kind, subject)
+        except NotFound:
+            EVIDENCE_FETCHES.labels(kind.value, "not_found").inc()
+            raise
+        except ConnectorError:
+            EVIDENCE_FETCHES.labels(kind.value, "failed").inc()
+            raise
+        EVIDENCE_FETCHES.labels(kind.value, "fetched").inc()
+        return fetched
 
     async def obtain_and_keep(self, kind: EvidenceKind, subject: str) -> Evidence:
         """``obtain``, keeping a newly fetched record in the store."""

@@ -20,6 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.bus import KafkaBus, outbox_to_message
+from gateway.metrics import RELAY_PUBLISHED
 from gateway.settings import RelaySettings
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import OutboxLane, OutboxRow, utcnow
@@ -92,6 +93,7 @@ class Relay:
             return 0
         acked = await self._bus.publish([(row.topic, outbox_to_message(row)) for row in rows])
         sent = [row.seq for row, ok in zip(rows, acked, strict=True) if ok]
+        RELAY_PUBLISHED.inc(len(sent))
         if sent:
             async with transaction(self._sessions) as session:
                 await session.execute(

@@ -201,6 +201,25 @@ class DeadlineSettings(BaseModel):
     )
 
 
+class MetricsSettings(BaseModel):
+    """``/metrics`` and the ops figures behind it (``gateway.opsdata``)."""
+
+    interval_s: float = Field(
+        15.0, description="how often store and Kafka figures (lag, backlog, ...) are gathered"
+    )
+    count_cap: int = Field(
+        100_000, description="applications per status are counted up to this many (bounded)"
+    )
+    port: int | None = Field(
+        None,
+        description=(
+            "serve /metrics without authentication on this port (for a Prometheus on a "
+            "private network); unset: only on the API port, with a Bearer key"
+        ),
+    )
+    host: str = Field("127.0.0.1", description="address of the separate metrics port")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="YWTB_",
@@ -227,6 +246,7 @@ class Settings(BaseSettings):
     marketing: MarketingSettings = Field(default_factory=MarketingSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:

@@ -79,6 +79,10 @@ class Loops:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {name: s.snapshot(self.stall_after_s) for name, s in self._states.items()}
 
+    def states(self) -> list[LoopState]:
+        """Every loop's state (``/metrics`` exports their progress)."""
+        return list(self._states.values())
+
 
 async def supervise(
     name: str,

@@ -75,7 +75,11 @@ class LicenceClient:
             serial=request_id or uuid.uuid4().hex,
         )
         async for attempt in retry_transient(self._attempts):
-            with attempt, self.breaker.guard(), zeep_errors(PLATFORM, SOAP_PLATFORM.classify_fault):
+            with (
+                attempt,
+                self.breaker.guard("fetch_licence"),
+                zeep_errors(PLATFORM, SOAP_PLATFORM.classify_fault),
+            ):
                 reply = await self._service.QueryLicence(**request)
                 fields = serialize_object(reply, dict)  # type: ignore[no-untyped-call]
                 return licence_from_response(fields, uscc=uscc)

@@ -68,7 +68,11 @@ class MarketingClient:
             field, _, reason = str(exc).partition(": ")
             raise InvalidInput(field, reason, platform=PLATFORM) from exc
         async for attempt in retry_transient(self._attempts):
-            with attempt, self.breaker.guard(), zeep_errors(PLATFORM, SOAP_PLATFORM.classify_fault):
+            with (
+                attempt,
+                self.breaker.guard("notify"),
+                zeep_errors(PLATFORM, SOAP_PLATFORM.classify_fault),
+            ):
                 reply = await self._service.ReceiveNotice(**request)
                 fields = serialize_object(reply, dict)  # type: ignore[no-untyped-call]
                 receipt = receipt_from_response(fields)

@@ -50,7 +50,7 @@ class PermitClient:
         """
         content = encode(mapping.body_from_request(request))
         async for attempt in retry_transient(self._attempts):
-            with attempt, self.breaker.guard(), httpx_errors(PLATFORM):
+            with attempt, self.breaker.guard("file_permit"), httpx_errors(PLATFORM):
                 response = await send_signed(
                     self._http,
                     self._signer,

@@ -53,7 +53,7 @@ class ProjectClient:
             raise InvalidInput("project_code", "expected YYYY-DDDDDD-II-TT-NNNNNN")
         url = f"{self._base_url}/api/v1/projects/{quote(project_code, safe='')}"
         async for attempt in retry_transient(self._attempts):
-            with attempt, self.breaker.guard(), httpx_errors(PLATFORM):
+            with attempt, self.breaker.guard("fetch_project"), httpx_errors(PLATFORM):
                 response = await send_signed(
                     self._http, self._signer, "GET", url, http_timeout=self._timeout
                 )

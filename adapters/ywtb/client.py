@@ -56,7 +56,7 @@ class CaseStatusClient:
             field, _, reason = str(exc).partition(": ")
             raise InvalidInput(field, reason, platform=PLATFORM) from exc
         async for attempt in retry_transient(self._attempts):
-            with attempt, self.breaker.guard(), httpx_errors(PLATFORM):
+            with attempt, self.breaker.guard("push_status"), httpx_errors(PLATFORM):
                 response = await send_signed(
                     self._http,
                     self._signer,

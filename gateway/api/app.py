@@ -11,10 +11,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from gateway.api import applications, flows, health, reports
+from gateway.api import applications, flows, health, metrics, reports
+from gateway.api.docs import install_offline_docs
+from gateway.api.metrics import ops_figures_running
 from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
 from gateway.logs import request_id
+from gateway.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 from gateway.settings import Settings
 from gateway.tracing import TRACE_ID_HEADER, current_ids, untraced
 
@@ -29,12 +32,14 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if container is not None:
             app.state.container = container
-            yield
+            async with ops_figures_running(app, container):
+                yield
             return
         built = await bootstrap(settings)
         app.state.container = built
         try:
-            yield
+            async with ops_figures_running(app, built):
+                yield
         finally:
             await built.aclose()
 
@@ -44,8 +49,11 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         version="0.1.0",
         lifespan=lifespan,
         telemetry={"exclude": untraced},
+        docs_url=None,
+        redoc_url=None,
     )
     install_problem_handlers(app)
+    install_offline_docs(app)
 
     @app.middleware("http")
     async def _request_id(
@@ -61,6 +69,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             response.headers["X-Request-ID"] = rid
             if ids := current_ids():  # the request's span is FastAPI's own
                 response.headers[TRACE_ID_HEADER] = ids[0]
+            _count(request, response.status_code, time.perf_counter() - started)
             log.info(
                 "request",
                 extra={
@@ -78,4 +87,13 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(applications.router)
     app.include_router(flows.router)
     app.include_router(reports.router)
+    app.include_router(metrics.router)
     return app
+
+
+def _count(request: Request, status: int, seconds: float) -> None:
+    """``ywtb_http_requests`` and its latency, by route template (bounded labels)."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    HTTP_REQUESTS.labels(template, request.method, str(status)).inc()
+    HTTP_REQUEST_DURATION.labels(template, request.method).observe(seconds)
