@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.deliveries import DeliveryStatus
 from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep, record_of
 from gateway.outbox import add_event
 from gateway.settings import EvidenceSettings
@@ -29,6 +30,7 @@ from gateway.store.db import Sessions, transaction
 from gateway.store.models import (
     Application,
     ApplicationEvidence,
+    Delivery,
     IdempotencyKey,
     utcnow,
 )
@@ -38,6 +40,7 @@ from schemas.applications import (
     ApplicationRequest,
     ApplicationResource,
     ApplicationStatus,
+    DeliveryRecord,
     EvidenceKind,
     EvidenceRecord,
     EvidenceStatus,
@@ -301,7 +304,8 @@ class ApplicationService:
                     .order_by(ApplicationEvidence.kind)
                 )
             ).all()
-        return _resource(application, list(links))
+            jobs = await unfinished_jobs(session, application_id)
+        return _resource(application, list(links)).model_copy(update={"jobs": jobs})
 
     async def prepare_completion(
         self, application_id: str
@@ -335,6 +339,30 @@ class ApplicationService:
             await record_outcomes(session, application_id, outcomes)
 
         return effect
+
+
+async def unfinished_jobs(session: AsyncSession, application_id: str) -> list[DeliveryRecord]:
+    """The application's events a worker is still retrying or has dead-lettered, with why."""
+    rows = await session.scalars(
+        select(Delivery)
+        .where(
+            Delivery.application_id == application_id,
+            Delivery.status.in_([DeliveryStatus.RETRYING.value, DeliveryStatus.DEAD.value]),
+        )
+        .order_by(Delivery.updated_at, Delivery.worker)
+    )
+    return [
+        DeliveryRecord(
+            worker=row.worker,
+            event_id=row.event_id,
+            event_type=row.event_type,
+            status=row.status,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            updated_at=row.updated_at,
+        )
+        for row in rows
+    ]
 
 
 async def record_outcomes(

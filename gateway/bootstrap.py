@@ -31,6 +31,7 @@ from gateway.applications import ApplicationService
 from gateway.bus import KafkaBus
 from gateway.callbacks import CallbackVerifier
 from gateway.cases import CaseService
+from gateway.dlq import DeadLetters
 from gateway.evidence import EvidenceService
 from gateway.permits import PermitService
 from gateway.settings import (
@@ -67,6 +68,7 @@ class Container:
     cases: CaseService
     callbacks: dict[str, CallbackVerifier]
     breakers: dict[str, CircuitBreaker]
+    dead_letters: DeadLetters
     loops: Loops = field(default_factory=Loops)
 
     async def aclose(self) -> None:
@@ -170,4 +172,5 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
             "ywtb": CallbackVerifier("ywtb", settings.ywtb, sessions),
         },
         breakers=breakers,
+        dead_letters=DeadLetters(settings.kafka, sessions, settings.dlq),
     )

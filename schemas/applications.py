@@ -236,12 +236,21 @@ class ApplicationResource(BaseModel):
     evidence: list[EvidenceRecord]
     created_at: datetime
     updated_at: datetime
+    jobs: list[DeliveryRecord] = Field(
+        default_factory=list,
+        description=(
+            "asynchronous work on this application that has not gone through: each event a "
+            "worker keeps retrying (with its attempts) or has dead-lettered (with the reason)"
+        ),
+    )
 
 
 class DeliveryRecord(BaseModel):
     """How an event fared with one delivering worker (marketing system, 一网通办 status)."""
 
     worker: str
+    event_id: str | None = None
+    event_type: str | None = None
     status: str = Field(description="delivered, retrying or dead (in the dead-letter topic)")
     attempts: int
     last_error: str | None

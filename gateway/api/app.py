@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi_offline import FastAPIOffline
 
-from gateway.api import applications, flows, health
+from gateway.api import applications, flows, health, ops
 from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
+from gateway.console import routes as console
 from gateway.logs import request_id
 from gateway.settings import Settings
 
@@ -37,7 +39,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         finally:
             await built.aclose()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the fastapi-offline package: /docs works without the internet.
+    app = FastAPIOffline(
         title="ywtb-connector",
         summary="一网通办 connector of State Grid Shanghai: 一证办电 applications and evidence",
         version="0.1.0",
@@ -73,4 +76,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(health.router)
     app.include_router(applications.router)
     app.include_router(flows.router)
+    app.include_router(ops.router)
+    console.install(app)
     return app
