@@ -32,6 +32,7 @@ contract: $(STAMP)
 	$(BIN)/pytest contract_tests
 
 test: lint
+	ops/install-tools.sh
 	$(BIN)/pytest tests/unit tests/integration contract_tests
 
 bench: $(STAMP)

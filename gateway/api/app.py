@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         summary="一网通办 connector of State Grid Shanghai: 一证办电 applications and evidence",
         version="0.1.0",
         lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
     )
     install_problem_handlers(app)
 
