@@ -442,6 +442,7 @@ class DeadLetters:
         producer: AIOKafkaProducer | None = None
         try:
             for item, letter in plan:
+                at = utcnow()
                 if letter is not None:
                     if producer is None:
                         producer = AIOKafkaProducer(
@@ -449,8 +450,10 @@ class DeadLetters:
                         )
                         with kafka_errors():
                             await producer.start()
+                    await self._paced()
+                    at = utcnow()  # before the send: a letter the replay produces is newer
                     item = await self._send(producer, item, letter)
-                await self._record(replay_id, item)
+                await self._record(replay_id, item, at)
                 items.append(item)
         finally:
             if producer is not None:
@@ -460,7 +463,6 @@ class DeadLetters:
     async def _send(
         self, producer: AIOKafkaProducer, item: ReplayItem, letter: DeadLetter
     ) -> ReplayItem:
-        await self._paced()
         try:
             with kafka_errors():
                 await send_back(producer, letter)
@@ -477,7 +479,7 @@ class DeadLetters:
                 now = self._next_send
             self._next_send = now + 1.0 / self._settings.replay_rate_per_s
 
-    async def _record(self, replay_id: int, item: ReplayItem) -> None:
+    async def _record(self, replay_id: int, item: ReplayItem, at: datetime) -> None:
         async with transaction(self._sessions) as session:
             session.add(
                 DeadLetterReplayItem(
@@ -487,7 +489,7 @@ class DeadLetters:
                     outcome=item.outcome.value,
                     target_topic=item.target_topic,
                     detail=item.detail[:1000] if item.detail else None,
-                    at=utcnow(),
+                    at=at,
                 )
             )
             if item.outcome is ReplayOutcome.SENT and item.worker:

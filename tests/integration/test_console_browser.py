@@ -42,7 +42,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "artifacts"
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+    if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: run ops/install-tools.sh (installs Debian's chromium)")
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
@@ -132,6 +132,14 @@ async def test_a_dead_letter_is_listed_previewed_replayed_in_bulk_and_arrives(
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert "sandbox-key" not in cookie["value"]
 
+        await page.goto(f"{base}/ops")
+        await expect(page.locator("#dead-per-topic")).to_contain_text("ywtb.case.events")
+        await expect(page.locator("#dead-per-topic tbody tr").first).to_contain_text("2")
+        await expect(page.locator("#breakers")).to_contain_text("marketing")
+        await expect(page.locator("#lag-totals")).to_contain_text("marketing")
+        await page.screenshot(path=shots / "2-overview.png", full_page=True)
+
+        await page.goto(f"{base}/ops/dead-letters")
         await page.select_option("select[name=worker]", "marketing")
         await page.click("form.filters button[type=submit]")
         rows = page.locator("#letters tbody tr")
@@ -140,7 +148,7 @@ async def test_a_dead_letter_is_listed_previewed_replayed_in_bulk_and_arrives(
             row = page.locator(f"#letters tr[data-event-id='{event_id}']")
             await expect(row).to_contain_text("拒收")
             await expect(row).to_contain_text("ywtb.case.events")
-        await page.screenshot(path=shots / "2-dead-letters.png", full_page=True)
+        await page.screenshot(path=shots / "3-dead-letters.png", full_page=True)
 
         for event_id in event_ids:
             await page.check(f"input[name=event_ids][value='{event_id}']")
@@ -152,14 +160,14 @@ async def test_a_dead_letter_is_listed_previewed_replayed_in_bulk_and_arrives(
             await expect(plan.nth(n)).to_contain_text("ywtb.case.events.retry")
             await expect(plan.nth(n)).to_contain_text("would_send")
             await expect(plan.nth(n)).to_contain_text("marketing")
-        await page.screenshot(path=shots / "3-preview.png", full_page=True)
+        await page.screenshot(path=shots / "4-preview.png", full_page=True)
         assert (await marketing.admin("GET", "notices")).json()["notices"] == [], "a dry run"
 
         await page.check("form.confirm input[name=confirm]")
-        await page.screenshot(path=shots / "4-confirm.png", full_page=True)
+        await page.screenshot(path=shots / "5-confirm.png", full_page=True)
         await page.click("#confirm-replay")
         await expect(page.locator("#replay-summary")).to_contain_text("2 sent")
-        await page.screenshot(path=shots / "5-replayed.png", full_page=True)
+        await page.screenshot(path=shots / "6-replayed.png", full_page=True)
 
         async def arrived() -> bool:
             notices = (await marketing.admin("GET", "notices")).json()["notices"]
@@ -179,11 +187,11 @@ async def test_a_dead_letter_is_listed_previewed_replayed_in_bulk_and_arrives(
         await page.click("header .search button")
         await expect(page.locator("#application-id")).to_have_text(applications[0])
         await expect(page.locator("#timeline")).to_contain_text("marketing: delivered")
-        await page.screenshot(path=shots / "6-application.png", full_page=True)
+        await page.screenshot(path=shots / "7-application.png", full_page=True)
 
         await page.goto(f"{base}/ops/dead-letters?worker=marketing")
         await expect(page.locator("#letters tbody tr")).to_have_count(0)
-        await page.screenshot(path=shots / "7-nothing-dead.png", full_page=True)
+        await page.screenshot(path=shots / "8-nothing-dead.png", full_page=True)
         await context.close()
         assert refused == []
 
