@@ -262,6 +262,9 @@ async def read_dead_letters(
                 for p in sorted(consumer.partitions_for_topic(topic) or ())
             ]
             if not partitions:
+                # No dead-letter topic yet. Let the consumer's background tasks start, or
+                # stopping it at once raises CancelledError out of aiokafka.
+                await asyncio.sleep(0.05)
                 return letters
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
