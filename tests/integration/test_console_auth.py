@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -12,7 +13,8 @@ from adapters.simulation import ServedApp
 from gateway.api.app import create_app
 from gateway.bootstrap import Container
 from gateway.console.session import COOKIE
-from gateway.store.models import DeadLetterReplay
+from gateway.store.db import transaction
+from gateway.store.models import Application, ApplicationEvidence, DeadLetterReplay, utcnow
 
 
 @pytest.fixture
@@ -102,11 +104,42 @@ async def test_a_replay_without_the_form_token_is_refused_and_nothing_is_recorde
     assert (await console.get("/ops")).status_code == 303
 
 
-async def test_a_bearer_key_opens_the_console_too(console: httpx.AsyncClient) -> None:
+async def test_a_bearer_key_opens_the_console_too(
+    console: httpx.AsyncClient, container: Container
+) -> None:
+    two_hours_ago = utcnow() - timedelta(hours=2)
+    async with transaction(container.sessions) as session:
+        session.add(
+            Application(
+                id="app-stuck-1",
+                status="evidence_pending",
+                credential_type="uscc",
+                credential_no="91310106MA1FP5221E",
+                request={},
+                procedures=[],
+                time_limit_days=10,
+                reasons=[],
+                created_at=two_hours_ago,
+                updated_at=two_hours_ago,
+            )
+        )
+        session.add(
+            ApplicationEvidence(
+                application_id="app-stuck-1",
+                kind="licence",
+                subject="91310106MA1FP5221E",
+                status="pending",
+                evidence_id=None,
+                updated_at=two_hours_ago,
+            )
+        )
     bearer = {"Authorization": "Bearer sandbox-key"}
     overview = await console.get("/ops", headers=bearer)
     assert overview.status_code == 200
     assert "Platforms" in overview.text and "Outbox" in overview.text
+    stuck = overview.text.split('id="stuck"', 1)[1]
+    assert "app-stuck-1" in stuck and "licence" in stuck
+    assert "1 application(s) waiting for evidence" in overview.text
     assert (await console.get("/ops", headers={"Authorization": "Bearer wrong"})).status_code == 303
     missing = await console.get("/ops/search", params={"q": "SH-NO-SUCH-CASE"}, headers=bearer)
     assert missing.status_code == 404

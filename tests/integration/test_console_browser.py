@@ -150,6 +150,18 @@ async def test_a_dead_letter_is_listed_previewed_replayed_in_bulk_and_arrives(
             await expect(row).to_contain_text("ywtb.case.events")
         await page.screenshot(path=shots / "3-dead-letters.png", full_page=True)
 
+        await page.click(f"#letters tr[data-event-id='{event_ids[0]}'] td.err a")
+        await expect(page.locator("#event-id")).to_have_text(event_ids[0])
+        await expect(page.locator("#history")).to_contain_text("拒收")
+        await expect(page.locator("#headers")).to_contain_text("ce_type")
+        await expect(page.locator("#payload")).to_contain_text("SH20261126009")
+        await page.screenshot(path=shots / "3b-dead-letter.png", full_page=True)
+        await page.click("dl.facts a")  # the application, as the clerk sees it: why it is stuck
+        await expect(page.locator("#jobs tr.delivery-dead")).to_contain_text("拒收")
+        await expect(page.locator("#timeline")).to_contain_text("marketing: dead")
+        await page.screenshot(path=shots / "3c-application-dead-job.png", full_page=True)
+        await page.goto(f"{base}/ops/dead-letters?worker=marketing")
+
         for event_id in event_ids:
             await page.check(f"input[name=event_ids][value='{event_id}']")
         await page.click("#preview")
