@@ -1,0 +1,1 @@
+"""Adapters: everything that knows one external platform lives in its own folder."""

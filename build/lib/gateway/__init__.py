@@ -1,0 +1,1 @@
+"""The gateway: API, application services, store, outbox relay, workers, settings and CLI."""

@@ -1,0 +1,1 @@
+"""The HTTP interface: internal API, callback endpoints and ops endpoints."""

@@ -1,0 +1,509 @@
+"""一证办电: turn one credential into a checked dossier.
+
+``submit`` fetches the required evidence concurrently within the time budget,
+then stores the application, its evidence and its events in one transaction.
+Evidence not fetched in time stays ``pending``; the ``evidence`` worker
+completes it from the ``received`` event, so a slow platform never fails the
+request and a crash loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.deliveries import DeliveryStatus
+from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep, record_of
+from gateway.outbox import add_event
+from gateway.settings import EvidenceSettings
+from gateway.store.db import Sessions, transaction
+from gateway.store.models import (
+    Application,
+    ApplicationEvidence,
+    Delivery,
+    IdempotencyKey,
+    utcnow,
+)
+from schemas.applications import (
+    PROCEDURE_NAMES,
+    Applicant,
+    ApplicationRequest,
+    ApplicationResource,
+    ApplicationStatus,
+    DeliveryRecord,
+    EvidenceKind,
+    EvidenceRecord,
+    EvidenceStatus,
+    Procedure,
+    ProcedureStep,
+    Reason,
+    check_case_rules,
+    procedures,
+    required_evidence,
+    time_limit_days,
+)
+from schemas.credentials import credential_parts
+from schemas.errors import ConnectorError, InvalidInput, NotFound
+from schemas.events import APPLICATION_EVENTS, ApplicationEvent, Event
+from schemas.evidence import (
+    REGISTRATION_STATUS_WORDS,
+    BusinessLicence,
+    ProjectApproval,
+    ProjectStatus,
+    RegistrationStatus,
+)
+
+log = logging.getLogger(__name__)
+
+#: What a fetch came to: the evidence, NOT_FOUND, or PENDING (not in time, or failed).
+Outcome = Evidence | EvidenceStatus
+
+
+def subject_of(kind: EvidenceKind, request: ApplicationRequest) -> str:
+    if kind is EvidenceKind.LICENCE:
+        return request.applicant.credential_no
+    assert request.project_code is not None
+    return request.project_code
+
+
+def review(
+    applicant: Applicant,
+    licence: BusinessLicence | None,
+    project: ProjectApproval | None,
+    missing: list[EvidenceKind],
+) -> list[Reason]:
+    """Cross-check the evidence; each reason is one a clerk can read and act on."""
+    reasons = [
+        Reason(
+            code=f"{kind.value}_not_found",
+            message=(
+                f"电子证照库中未找到统一社会信用代码 {applicant.credential_no} 的营业执照"
+                if kind is EvidenceKind.LICENCE
+                else "投资项目在线审批监管平台中未找到该项目代码的批文"
+            ),
+            evidence=kind,
+        )
+        for kind in missing
+    ]
+    if licence is not None:
+        if licence.registration_status is not RegistrationStatus.ACTIVE:
+            word = REGISTRATION_STATUS_WORDS[licence.registration_status]
+            reasons.append(
+                Reason(
+                    code="licence_not_active",
+                    message=f"营业执照登记状态为“{word}”，主体不在存续状态，不能受理",
+                    evidence=EvidenceKind.LICENCE,
+                )
+            )
+        if licence.valid_to is not None and licence.valid_to < date.today():
+            reasons.append(
+                Reason(
+                    code="licence_expired",
+                    message=f"营业执照营业期限已于 {licence.valid_to.isoformat()} 届满",
+                    evidence=EvidenceKind.LICENCE,
+                )
+            )
+    if project is not None:
+        if project.status is not ProjectStatus.VALID:
+            reasons.append(
+                Reason(
+                    code="project_revoked",
+                    message=f"项目 {project.project_code} 的批文（{project.document_no}）已撤销",
+                    evidence=EvidenceKind.PROJECT,
+                )
+            )
+        if project.owner_uscc != applicant.credential_no:
+            reasons.append(
+                Reason(
+                    code="project_owner_mismatch",
+                    message=(
+                        f"项目单位统一社会信用代码 {project.owner_uscc} "
+                        f"与申请人 {applicant.credential_no} 不一致"
+                    ),
+                    evidence=EvidenceKind.PROJECT,
+                )
+            )
+        elif licence is not None and project.owner_name and project.owner_name != licence.name:
+            reasons.append(
+                Reason(
+                    code="name_mismatch",
+                    message=f"项目单位名称“{project.owner_name}”与营业执照名称“{licence.name}”不一致",
+                    evidence=EvidenceKind.PROJECT,
+                )
+            )
+    return reasons
+
+
+def _status_after_review(reasons: list[Reason]) -> ApplicationStatus:
+    return ApplicationStatus.REJECTED if reasons else ApplicationStatus.READY
+
+
+@dataclass(frozen=True)
+class Submitted:
+    application: ApplicationResource
+    created: bool
+
+
+class ApplicationService:
+    def __init__(
+        self, sessions: Sessions, evidence: EvidenceService, settings: EvidenceSettings
+    ) -> None:
+        self._sessions = sessions
+        self._evidence = evidence
+        self._settings = settings
+
+    async def submit(
+        self, request: ApplicationRequest, *, client: str, idempotency_key: str | None
+    ) -> Submitted:
+        check_case_rules(request)
+        body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+        if idempotency_key:
+            earlier = await self._replay(client, idempotency_key, body_hash)
+            if earlier is not None:
+                return Submitted(earlier, created=False)
+        kinds = required_evidence(request)
+        outcomes = await self._gather(kinds, request)
+        application_id = str(uuid.uuid4())
+        try:
+            async with transaction(self._sessions) as session:
+                await self._create(session, application_id, request, outcomes)
+                if idempotency_key:
+                    session.add(
+                        IdempotencyKey(
+                            client=client,
+                            key=idempotency_key,
+                            request_hash=body_hash,
+                            application_id=application_id,
+                            created_at=utcnow(),
+                        )
+                    )
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            # The same key raced us and won: answer what it created.
+            earlier = await self._replay(client, idempotency_key, body_hash)
+            if earlier is None:
+                raise
+            return Submitted(earlier, created=False)
+        return Submitted(await self.get(application_id), created=True)
+
+    async def _replay(self, client: str, key: str, body_hash: str) -> ApplicationResource | None:
+        async with self._sessions() as session:
+            earlier = await session.get(IdempotencyKey, (client, key))
+        if earlier is None:
+            return None
+        if earlier.request_hash != body_hash:
+            raise InvalidInput("Idempotency-Key", "already used with a different request body")
+        return await self.get(earlier.application_id)
+
+    async def _gather(
+        self, kinds: list[EvidenceKind], request: ApplicationRequest
+    ) -> dict[EvidenceKind, Outcome]:
+        """Obtain every piece concurrently; what is not there within the budget is PENDING."""
+        tasks = {
+            kind: asyncio.create_task(self._evidence.obtain(kind, subject_of(kind, request)))
+            for kind in kinds
+        }
+        if tasks:
+            await asyncio.wait(tasks.values(), timeout=self._settings.budget_s)
+        outcomes: dict[EvidenceKind, Outcome] = {}
+        for kind, task in tasks.items():
+            if not task.done():
+                task.cancel()
+                outcomes[kind] = EvidenceStatus.PENDING
+                continue
+            error = task.exception()
+            if error is None:
+                outcomes[kind] = task.result()
+            elif isinstance(error, NotFound):
+                outcomes[kind] = EvidenceStatus.NOT_FOUND
+            elif isinstance(error, ConnectorError):
+                log.warning(
+                    "evidence left pending", extra={"kind": kind.value, "error": error.detail}
+                )
+                outcomes[kind] = EvidenceStatus.PENDING
+            else:
+                raise error
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        return outcomes
+
+    async def _create(
+        self,
+        session: AsyncSession,
+        application_id: str,
+        request: ApplicationRequest,
+        outcomes: dict[EvidenceKind, Outcome],
+    ) -> None:
+        now = utcnow()
+        session.add(
+            Application(
+                id=application_id,
+                status=ApplicationStatus.EVIDENCE_PENDING.value,
+                credential_type=request.applicant.credential_type.value,
+                credential_no=request.applicant.credential_no,
+                request=request.model_dump(mode="json"),
+                procedures=[p.value for p in procedures(request)],
+                time_limit_days=time_limit_days(request),
+                reasons=[],
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        for kind in outcomes:
+            session.add(
+                ApplicationEvidence(
+                    application_id=application_id,
+                    kind=kind.value,
+                    subject=subject_of(kind, request),
+                    status=EvidenceStatus.PENDING.value,
+                    evidence_id=None,
+                    updated_at=now,
+                )
+            )
+        add_event(
+            session,
+            Event(
+                topic=APPLICATION_EVENTS,
+                type=ApplicationEvent.RECEIVED,
+                key=application_id,
+                subject=application_id,
+                data={
+                    "application_id": application_id,
+                    "credential_type": request.applicant.credential_type.value,
+                    "district_code": request.site.district_code,
+                    "business_type": request.request.business_type,
+                    "voltage_level": request.request.voltage_level,
+                    "capacity_kva": request.request.capacity_kva,
+                    "project_code": request.project_code,
+                    "required_evidence": [k.value for k in outcomes],
+                },
+            ),
+        )
+        await session.flush()
+        await record_outcomes(session, application_id, outcomes)
+
+    async def get(self, application_id: str) -> ApplicationResource:
+        async with self._sessions() as session:
+            application = await session.get(Application, application_id)
+            if application is None:
+                raise NotFound(f"application {application_id} not found")
+            links = (
+                await session.scalars(
+                    select(ApplicationEvidence)
+                    .where(ApplicationEvidence.application_id == application_id)
+                    .order_by(ApplicationEvidence.kind)
+                )
+            ).all()
+            jobs = await unfinished_jobs(session, application_id)
+        return _resource(application, list(links)).model_copy(update={"jobs": jobs})
+
+    async def prepare_completion(
+        self, application_id: str
+    ) -> Callable[[AsyncSession], Awaitable[None]] | None:
+        """Fetch what an application still waits for; return the effect that records it.
+
+        Used by the ``evidence`` worker. Transient failures propagate (the
+        message is retried); the effect is a no-op if another path completed
+        the evidence first.
+        """
+        async with self._sessions() as session:
+            pending = (
+                await session.scalars(
+                    select(ApplicationEvidence).where(
+                        ApplicationEvidence.application_id == application_id,
+                        ApplicationEvidence.status == EvidenceStatus.PENDING.value,
+                    )
+                )
+            ).all()
+        if not pending:
+            return None
+        outcomes: dict[EvidenceKind, Outcome] = {}
+        for link in pending:
+            kind = EvidenceKind(link.kind)
+            try:
+                outcomes[kind] = await self._evidence.obtain(kind, link.subject)
+            except NotFound:
+                outcomes[kind] = EvidenceStatus.NOT_FOUND
+
+        async def effect(session: AsyncSession) -> None:
+            await record_outcomes(session, application_id, outcomes)
+
+        return effect
+
+
+async def unfinished_jobs(session: AsyncSession, application_id: str) -> list[DeliveryRecord]:
+    """The application's events a worker is still retrying or has dead-lettered, with why."""
+    rows = await session.scalars(
+        select(Delivery)
+        .where(
+            Delivery.application_id == application_id,
+            Delivery.status.in_([DeliveryStatus.RETRYING.value, DeliveryStatus.DEAD.value]),
+        )
+        .order_by(Delivery.updated_at, Delivery.worker)
+    )
+    return [
+        DeliveryRecord(
+            worker=row.worker,
+            event_id=row.event_id,
+            event_type=row.event_type,
+            status=row.status,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            updated_at=row.updated_at,
+        )
+        for row in rows
+    ]
+
+
+async def record_outcomes(
+    session: AsyncSession, application_id: str, outcomes: dict[EvidenceKind, Outcome]
+) -> None:
+    """Record fetched evidence on the application, and complete its dossier when nothing waits.
+
+    Only evidence still ``pending`` is updated, and only an application still
+    ``evidence_pending`` is completed, so a second path to the same result
+    changes nothing and emits nothing.
+    """
+    now = utcnow()
+    for kind, outcome in outcomes.items():
+        if outcome is EvidenceStatus.PENDING:
+            continue
+        values: dict[str, Any] = {"updated_at": now}
+        if isinstance(outcome, Evidence):
+            values |= {
+                "status": EvidenceStatus.FETCHED.value,
+                "evidence_id": await keep(session, outcome),
+                "record": outcome.snapshot(),
+            }
+        else:
+            values["status"] = outcome.value
+        result = await session.execute(
+            update(ApplicationEvidence)
+            .where(
+                ApplicationEvidence.application_id == application_id,
+                ApplicationEvidence.kind == kind.value,
+                ApplicationEvidence.status == EvidenceStatus.PENDING.value,
+            )
+            .values(**values)
+        )
+        if result.rowcount == 1 and isinstance(outcome, Evidence):  # type: ignore[attr-defined]
+            add_event(
+                session,
+                Event(
+                    topic=APPLICATION_EVENTS,
+                    type=ApplicationEvent.EVIDENCE_FETCHED,
+                    key=application_id,
+                    subject=application_id,
+                    data={
+                        "application_id": application_id,
+                        "kind": kind.value,
+                        "subject": outcome.subject,
+                        "reused": outcome.from_store,
+                        "fetched_at": outcome.fetched_at.isoformat(),
+                    },
+                ),
+            )
+    await _complete_if_ready(session, application_id)
+
+
+async def _complete_if_ready(session: AsyncSession, application_id: str) -> None:
+    links = (
+        await session.scalars(
+            select(ApplicationEvidence).where(ApplicationEvidence.application_id == application_id)
+        )
+    ).all()
+    if any(link.status == EvidenceStatus.PENDING.value for link in links):
+        return
+    application = await session.get(Application, application_id)
+    assert application is not None
+    records = {
+        EvidenceKind(link.kind): record_of(EvidenceKind(link.kind), link.record["fields"])
+        for link in links
+        if link.record
+    }
+    licence, project = records.get(EvidenceKind.LICENCE), records.get(EvidenceKind.PROJECT)
+    missing = [
+        EvidenceKind(link.kind) for link in links if link.status == EvidenceStatus.NOT_FOUND.value
+    ]
+    applicant = Applicant(
+        credential_type=application.credential_type, credential_no=application.credential_no
+    )
+    reasons = review(
+        applicant,
+        licence if isinstance(licence, BusinessLicence) else None,
+        project if isinstance(project, ProjectApproval) else None,
+        missing,
+    )
+    status = _status_after_review(reasons)
+    result = await session.execute(
+        update(Application)
+        .where(
+            Application.id == application_id,
+            Application.status == ApplicationStatus.EVIDENCE_PENDING.value,
+        )
+        .values(
+            status=status.value,
+            reasons=[r.model_dump(mode="json") for r in reasons],
+            updated_at=utcnow(),
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return
+    completed = status is ApplicationStatus.READY
+    add_event(
+        session,
+        Event(
+            topic=APPLICATION_EVENTS,
+            type=ApplicationEvent.DOSSIER_COMPLETED if completed else ApplicationEvent.REJECTED,
+            key=application_id,
+            subject=application_id,
+            data={
+                "application_id": application_id,
+                "status": status.value,
+                "reasons": [r.model_dump(mode="json") for r in reasons],
+            },
+        ),
+    )
+
+
+def _resource(application: Application, links: list[ApplicationEvidence]) -> ApplicationResource:
+    request = ApplicationRequest.model_validate(application.request)
+    evidence = [
+        EvidenceRecord(
+            kind=EvidenceKind(link.kind),
+            subject=link.subject,
+            status=EvidenceStatus(link.status),
+            **(link.record or {"source_platform": SOURCE_PLATFORMS[EvidenceKind(link.kind)]}),
+        )
+        for link in links
+    ]
+    return ApplicationResource(
+        id=application.id,
+        status=ApplicationStatus(application.status),
+        applicant=request.applicant,
+        applicant_parts=credential_parts(
+            request.applicant.credential_type, request.applicant.credential_no
+        ),
+        site=request.site,
+        request=request.request,
+        project_code=request.project_code,
+        procedures=[
+            ProcedureStep(code=Procedure(p), name=PROCEDURE_NAMES[Procedure(p)])
+            for p in application.procedures
+        ],
+        time_limit_days=application.time_limit_days,
+        reasons=[Reason.model_validate(r) for r in application.reasons],
+        evidence=evidence,
+        created_at=application.created_at,
+        updated_at=application.updated_at,
+    )

@@ -1,0 +1,183 @@
+"""The ``ywtb`` command: sandbox, serve, relay, worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.logs import configure_logging
+from gateway.settings import load_settings
+
+
+async def _serve(host: str, port: int) -> None:
+    from gateway.api.app import create_app
+    from gateway.runtime import api_server, stop_on_signals
+
+    settings = load_settings()
+    server = api_server(create_app(settings), host, port)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    serving = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await serving
+
+
+async def _relay() -> None:
+    from gateway.bootstrap import bootstrap
+    from gateway.relay import Relay
+    from gateway.runtime import stop_on_signals
+
+    container = await bootstrap()
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        await Relay(container.sessions, container.bus, container.settings.relay).run(stop)
+    finally:
+        await container.aclose()
+
+
+async def _worker(name: str) -> None:
+    from gateway.bootstrap import bootstrap
+    from gateway.runtime import stop_on_signals
+    from gateway.worker import Worker
+    from gateway.workers import WORKERS
+
+    container = await bootstrap()
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        await Worker(WORKERS[name](container), container.sessions, container.settings).run(stop)
+    finally:
+        await container.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gateway.workers import WORKERS
+
+    parser = argparse.ArgumentParser(
+        prog="ywtb", description="一网通办 connector of State Grid Shanghai"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    sandbox = commands.add_parser(
+        "sandbox", help="API, simulators, broker, relay and workers on loopback"
+    )
+    sandbox.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    sandbox.add_argument("--seed", type=Path, default=None, help="seed file for the simulators")
+    serve = commands.add_parser("serve", help="the API (needs YWTB_KAFKA_BOOTSTRAP)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    commands.add_parser("relay", help="publish the outbox to Kafka")
+    worker = commands.add_parser("worker", help="run one named worker")
+    worker.add_argument("name", choices=sorted(WORKERS))
+    lag = commands.add_parser("lag", help="consumer lag of each worker, per partition")
+    lag.add_argument("--worker", choices=sorted(WORKERS), help="only this worker")
+    dlq = commands.add_parser("dlq", help="dead letters: list, show, replay")
+    dlq.add_argument("action", choices=["list", "show", "replay"])
+    dlq.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="for show and replay")
+    dlq.add_argument("--worker", help="only the dead letters of this worker")
+    dlq.add_argument("--topic", help="list: only letters of this topic")
+    dlq.add_argument("--error", help="list: only letters whose error contains this text")
+    dlq.add_argument("--application", help="list: only letters of this application id")
+    dlq.add_argument("--since", help="list: died at or after (ISO 8601)")
+    dlq.add_argument("--until", help="list: died before (ISO 8601)")
+    dlq.add_argument(
+        "--all", action="store_true", help="list: also letters applied or replayed since"
+    )
+    dlq.add_argument("--dry-run", action="store_true", help="replay: show what would be sent where")
+    args = parser.parse_args(argv)
+
+    configure_logging(load_settings().log_level)
+    if args.command == "sandbox":
+        from gateway.sandbox import run_sandbox
+
+        run_sandbox(args.port, args.seed)
+    elif args.command == "serve":
+        asyncio.run(_serve(args.host, args.port))
+    elif args.command == "relay":
+        asyncio.run(_relay())
+    elif args.command == "worker":
+        asyncio.run(_worker(args.name))
+    elif args.command == "dlq":
+        return _dlq(args)
+    elif args.command == "lag":
+        return _lag(args.worker)
+    return 0
+
+
+def _lag(worker: str | None) -> int:
+    from gateway.lag import worker_lag
+    from gateway.workers import WORKER_TOPICS
+
+    settings = load_settings()
+    if not settings.kafka.bootstrap:
+        print("ywtb lag: YWTB_KAFKA_BOOTSTRAP is not set", file=sys.stderr)
+        return 2
+    chosen = {n: t for n, t in WORKER_TOPICS.items() if worker in (None, n)}
+    rows = asyncio.run(worker_lag(settings.kafka, chosen))
+    for row in rows:
+        print(json.dumps(row))
+    totals: dict[str, int] = {}
+    for row in rows:
+        totals[row["worker"]] = totals.get(row["worker"], 0) + (row["lag"] or 0)
+    for name, total in totals.items():
+        print(f"{name}: lag {total}", file=sys.stderr)
+    return 0
+
+
+def _utc(moment: datetime) -> datetime:
+    """A time without an offset is read as UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    import getpass
+
+    from gateway.dlq import DeadLetterFilter, run_dlq_command
+    from schemas.errors import ConnectorError
+
+    settings = load_settings()
+    action: str = args.action
+    if not settings.kafka.bootstrap:
+        print("ywtb dlq: YWTB_KAFKA_BOOTSTRAP is not set", file=sys.stderr)
+        return 2
+    if action != "list" and not args.event_ids:
+        print(f"ywtb dlq {action}: name at least one EVENT_ID", file=sys.stderr)
+        return 2
+    try:
+        filters = DeadLetterFilter(
+            topic=args.topic,
+            worker=args.worker,
+            error=args.error,
+            application_id=args.application,
+            since=_utc(datetime.fromisoformat(args.since)) if args.since else None,
+            until=_utc(datetime.fromisoformat(args.until)) if args.until else None,
+            include_resolved=args.all,
+        )
+        rows = run_dlq_command(
+            settings,
+            action,
+            args.event_ids,
+            actor=f"cli:{getpass.getuser()}",
+            filters=filters,
+            dry_run=args.dry_run,
+        )
+    except ValueError as exc:
+        print(f"ywtb dlq {action}: {exc}", file=sys.stderr)
+        return 2
+    except ConnectorError as exc:
+        print(f"ywtb dlq {action}: {exc.detail}", file=sys.stderr)
+        return 1
+    if action == "list":
+        print(f"{len(rows)} dead letter(s)", file=sys.stderr)
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

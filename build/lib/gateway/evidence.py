@@ -1,0 +1,140 @@
+"""The evidence store: government records fetched once and reused while valid and fresh.
+
+``obtain`` answers from the store when the record is fresher than
+``max_age_s`` and still within its validity; otherwise it asks the platform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.ports import LicenceRegistry, ProjectRegistry
+from gateway.settings import EvidenceSettings
+from gateway.store.db import Sessions
+from gateway.store.models import StoredEvidence, utcnow
+from schemas.applications import EvidenceKind
+from schemas.evidence import BusinessLicence, ProjectApproval
+
+Record = BusinessLicence | ProjectApproval
+
+SOURCE_PLATFORMS: dict[EvidenceKind, str] = {
+    EvidenceKind.LICENCE: "电子证照库 (electronic licence library)",
+    EvidenceKind.PROJECT: "投资项目在线审批监管平台 (investment project approval platform)",
+}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A record with its provenance."""
+
+    kind: EvidenceKind
+    subject: str
+    record: Record
+    fetched_at: datetime
+    from_store: bool
+
+    def columns(self) -> dict[str, Any]:
+        """Provenance and fields of this record (the store's row, less kind and subject)."""
+        record = self.record
+        if isinstance(record, BusinessLicence):
+            document_no, issued_on = record.licence_no, record.issued_on
+            valid_from, valid_to = record.valid_from, record.valid_to
+        else:
+            document_no, issued_on = record.document_no, record.approved_on
+            valid_from, valid_to = record.approved_on, None
+        return {
+            "source_platform": SOURCE_PLATFORMS[self.kind],
+            "issuing_authority": record.issuing_authority,
+            "document_no": document_no,
+            "issued_on": issued_on,
+            "valid_from": valid_from,
+            "valid_to": valid_to,
+            "fetched_at": self.fetched_at,
+            "fields": record.model_dump(mode="json"),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """``columns()`` as JSON: what an application keeps of the evidence it was checked on."""
+        return {
+            key: value.isoformat() if isinstance(value, date | datetime) else value
+            for key, value in self.columns().items()
+        }
+
+
+def record_of(kind: EvidenceKind, fields: dict[str, Any]) -> Record:
+    model: type[Record] = BusinessLicence if kind is EvidenceKind.LICENCE else ProjectApproval
+    return model.model_validate(fields)
+
+
+def from_row(row: StoredEvidence) -> Evidence:
+    kind = EvidenceKind(row.kind)
+    return Evidence(kind, row.subject, record_of(kind, row.fields), row.fetched_at, True)
+
+
+class EvidenceService:
+    def __init__(
+        self,
+        licences: LicenceRegistry,
+        projects: ProjectRegistry,
+        sessions: Sessions,
+        settings: EvidenceSettings,
+    ) -> None:
+        self._licences = licences
+        self._projects = projects
+        self._sessions = sessions
+        self._settings = settings
+
+    async def stored(self, kind: EvidenceKind, subject: str) -> Evidence | None:
+        """The stored record if it is fresh and still valid, else None."""
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(StoredEvidence).where(
+                    StoredEvidence.kind == kind.value, StoredEvidence.subject == subject
+                )
+            )
+        if row is None:
+            return None
+        too_old = utcnow() - timedelta(seconds=self._settings.max_age_s)
+        expired = row.valid_to is not None and row.valid_to < date.today()
+        return None if row.fetched_at < too_old or expired else from_row(row)
+
+    async def fetch(self, kind: EvidenceKind, subject: str) -> Evidence:
+        """Ask the platform; raises ``NotFound`` or a transient error."""
+        record: Record
+        if kind is EvidenceKind.LICENCE:
+            record = await self._licences.fetch_licence(subject)
+        else:
+            record = await self._projects.fetch_project(subject)
+        return Evidence(kind, subject, record, utcnow(), from_store=False)
+
+    async def obtain(self, kind: EvidenceKind, subject: str) -> Evidence:
+        """From the store when fresh and valid, else from the platform."""
+        return await self.stored(kind, subject) or await self.fetch(kind, subject)
+
+    async def obtain_and_keep(self, kind: EvidenceKind, subject: str) -> Evidence:
+        """``obtain``, keeping a newly fetched record in the store."""
+        evidence = await self.obtain(kind, subject)
+        if not evidence.from_store:
+            async with self._sessions() as session, session.begin():
+                await keep(session, evidence)
+        return evidence
+
+
+async def keep(session: AsyncSession, evidence: Evidence) -> int:
+    """Insert or refresh the store's row for this record; return its id."""
+    values = evidence.columns()
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(StoredEvidence).values(
+        kind=evidence.kind.value, subject=evidence.subject, **values
+    )
+    upsert = statement.on_conflict_do_update(
+        index_elements=["kind", "subject"], set_={k: statement.excluded[k] for k in values}
+    )
+    return int((await session.execute(upsert.returning(StoredEvidence.id))).scalar_one())

@@ -1,0 +1,132 @@
+"""The outbox relay: publishes committed events to Kafka, in order per key, at least once.
+
+Rows are split into lanes by ``key_hash % lanes``. A relay publishes only the
+lanes it holds a lease on, so several relays against one store never publish a
+row twice in normal operation, and all rows of one key keep their order (one
+lane, one owner, ascending ``seq``). A row is marked sent only after the broker
+acknowledged it; while the broker is unreachable the relay backs off and tries
+again, losing and reordering nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gateway.bus import KafkaBus, outbox_to_message
+from gateway.settings import RelaySettings
+from gateway.store.db import Sessions, transaction
+from gateway.store.models import OutboxLane, OutboxRow, utcnow
+from schemas.errors import BrokerUnavailable
+from schemas.events import all_topics
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    def __init__(self, sessions: Sessions, bus: KafkaBus, settings: RelaySettings) -> None:
+        self._sessions = sessions
+        self._bus = bus
+        self._settings = settings
+        self.owner = f"relay-{uuid.uuid4().hex[:12]}"
+
+    async def _claim_lanes(self) -> list[int]:
+        """Take free lanes and renew held ones; return the lanes this relay now owns."""
+        now = time.time()
+        async with transaction(self._sessions) as session:
+            present = set((await session.scalars(select(OutboxLane.lane))).all())
+            missing = set(range(self._settings.lanes)) - present
+            if missing:
+                session.add_all(
+                    OutboxLane(lane=lane, owner=None, lease_until=0.0) for lane in missing
+                )
+                await session.flush()
+            await session.execute(
+                update(OutboxLane)
+                .where(or_(OutboxLane.owner == self.owner, OutboxLane.lease_until < now))
+                .values(owner=self.owner, lease_until=now + self._settings.lease_s)
+            )
+            owned = await session.scalars(
+                select(OutboxLane.lane).where(OutboxLane.owner == self.owner)
+            )
+            return sorted(lane for lane in owned if lane < self._settings.lanes)
+
+    async def release(self) -> None:
+        """Give up this relay's leases so another relay can take over at once."""
+        async with transaction(self._sessions) as session:
+            await session.execute(
+                update(OutboxLane)
+                .where(OutboxLane.owner == self.owner)
+                .values(owner=None, lease_until=0.0)
+            )
+
+    async def publish_once(self) -> int:
+        """Publish one batch of pending rows from this relay's lanes; return how many were sent."""
+        try:
+            lanes = await self._claim_lanes()
+        except IntegrityError:  # another relay created the lane rows first
+            return 0
+        if not lanes:
+            return 0
+        async with self._sessions() as session:
+            rows = list(
+                (
+                    await session.scalars(
+                        select(OutboxRow)
+                        .where(
+                            OutboxRow.sent_at.is_(None),
+                            (OutboxRow.key_hash % self._settings.lanes).in_(lanes),
+                        )
+                        .order_by(OutboxRow.seq)
+                        .limit(self._settings.batch_size)
+                    )
+                ).all()
+            )
+        if not rows:
+            return 0
+        acked = await self._bus.publish([(row.topic, outbox_to_message(row)) for row in rows])
+        sent = [row.seq for row, ok in zip(rows, acked, strict=True) if ok]
+        if sent:
+            async with transaction(self._sessions) as session:
+                await session.execute(
+                    update(OutboxRow).where(OutboxRow.seq.in_(sent)).values(sent_at=utcnow())
+                )
+        if len(sent) < len(rows):
+            raise BrokerUnavailable(f"broker acknowledged {len(sent)} of {len(rows)} events")
+        return len(sent)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop`` is set; back off while the broker is unreachable."""
+        backoff = 0.1
+        log.info("relay started", extra={"owner": self.owner})
+        try:
+            while not stop.is_set():
+                try:
+                    await self._bus.ensure_topics(all_topics())
+                    sent = await self.publish_once()
+                    backoff = 0.1
+                except BrokerUnavailable as exc:
+                    log.warning(
+                        "broker unavailable, backing off",
+                        extra={"error": exc.detail, "backoff_s": backoff},
+                    )
+                    await self._bus.reset()
+                    await _wait(stop, backoff)
+                    backoff = min(backoff * 2, self._settings.backoff_max_s)
+                    continue
+                if sent < self._settings.batch_size:
+                    await _wait(stop, self._settings.poll_interval_s)
+        finally:
+            await self.release()
+            log.info("relay stopped", extra={"owner": self.owner})
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

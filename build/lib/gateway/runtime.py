@@ -1,0 +1,31 @@
+"""Running long-lived tasks until SIGINT/SIGTERM: shared by the CLI commands and the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+
+class QuietSignalsServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its host (we stop it ourselves)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def api_server(app: FastAPI, host: str, port: int) -> QuietSignalsServer:
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    return QuietSignalsServer(config)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set ``stop`` on SIGINT or SIGTERM (a second signal is ignored: shutdown is under way)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)

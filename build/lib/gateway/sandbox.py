@@ -1,0 +1,170 @@
+"""``ywtb sandbox``: broker, simulators, API, relay and workers in one process, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from adapters.licence import simulator as licence_simulator
+from adapters.marketing import simulator as marketing_simulator
+from adapters.permit import simulator as permit_simulator
+from adapters.project import simulator as project_simulator
+from adapters.simulation import ServedApp
+from adapters.ywtb import simulator as ywtb_simulator
+from gateway.api.app import create_app
+from gateway.bootstrap import bootstrap
+from gateway.devbroker import DevBroker
+from gateway.relay import Relay
+from gateway.runtime import api_server, stop_on_signals
+from gateway.settings import Settings, load_settings
+from gateway.worker import Worker
+from gateway.workers import WORKERS
+from schemas.seed import Seed, load_seed
+
+log = logging.getLogger(__name__)
+SANDBOX_DIR = Path("var")
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def run_sandbox(port: int, seed: Path | None) -> None:
+    """Start everything, serve until SIGINT/SIGTERM, stop everything."""
+    settings = load_settings()
+    SANDBOX_DIR.mkdir(exist_ok=True)
+    broker: DevBroker | None = None
+    if not settings.kafka.bootstrap:
+        _say("starting the development broker (Tansu) ...")
+        broker = DevBroker(log_file=SANDBOX_DIR / "broker.log").start()
+        settings.kafka.bootstrap = broker.bootstrap
+    if "YWTB_STORE_URL" not in os.environ:
+        db = SANDBOX_DIR / "sandbox.db"
+        for path in (db, db.with_suffix(".db-wal"), db.with_suffix(".db-shm")):
+            path.unlink(missing_ok=True)
+        settings.store.url = f"sqlite+aiosqlite:///{db}"
+    simulators = start_simulators(settings, load_seed(seed), f"http://127.0.0.1:{port}")
+    try:
+        asyncio.run(_serve(settings, port, simulators))
+    finally:
+        for served in simulators.values():
+            served.stop()
+        if broker is not None:
+            broker.stop()
+        _say("sandbox stopped")
+
+
+def start_simulators(settings: Settings, seed: Seed, api_url: str) -> dict[str, ServedApp]:
+    """Every simulated platform on its own loopback port; ``settings`` point at them."""
+    permit = settings.permit
+    simulators = {
+        "licence": ServedApp(
+            licence_simulator.create_app(
+                seed,
+                username=settings.licence.username,
+                password=settings.licence.password.get_secret_value(),
+            )
+        ),
+        "project": ServedApp(
+            project_simulator.create_app(
+                seed,
+                app_key=settings.project.app_key,
+                app_secret=settings.project.app_secret.get_secret_value(),
+                algorithm=settings.project.algorithm,
+            )
+        ),
+        "permit": ServedApp(
+            permit_simulator.create_app(
+                app_id=permit.app_id,
+                app_secret=permit.app_secret.get_secret_value(),
+                algorithm=permit.algorithm,
+                callback_url=f"{api_url}/callbacks/permits",
+                callback_app_id=permit.callback_app_id,
+                callback_secret=permit.callback_key.get_secret_value(),
+                decision_delay_s=settings.sandbox.permit_decision_delay_s,
+                policy="refuse-long",
+            )
+        ),
+        "ywtb": ServedApp(
+            ywtb_simulator.create_app(
+                app_id=settings.ywtb.app_id,
+                app_secret=settings.ywtb.app_secret.get_secret_value(),
+                algorithm=settings.ywtb.algorithm,
+            )
+        ),
+        "marketing": ServedApp(
+            marketing_simulator.create_app(
+                username=settings.marketing.username,
+                password=settings.marketing.password.get_secret_value(),
+            )
+        ),
+    }
+    for served in simulators.values():
+        served.start()
+    settings.licence.url = simulators["licence"].url
+    settings.project.url = simulators["project"].url
+    settings.permit.url = simulators["permit"].url
+    settings.ywtb.url = simulators["ywtb"].url
+    settings.marketing.url = simulators["marketing"].url
+    return simulators
+
+
+async def _serve(settings: Settings, port: int, simulators: dict[str, ServedApp]) -> None:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    container = await bootstrap(settings)
+    server = api_server(create_app(container=container), "127.0.0.1", port)
+    relay = Relay(container.sessions, container.bus, settings.relay)
+    tasks = [
+        asyncio.create_task(server.serve(), name="api"),
+        asyncio.create_task(relay.run(stop), name="relay"),
+        *(
+            asyncio.create_task(
+                Worker(build(container), container.sessions, settings).run(stop), name=name
+            )
+            for name, build in WORKERS.items()
+        ),
+    ]
+    while not server.started and not tasks[0].done():
+        await asyncio.sleep(0.05)
+    if server.started:
+        _banner(settings, port, simulators)
+    await _first_of(stop, tasks)
+    _say("shutting down ...")
+    stop.set()
+    server.should_exit = True
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, BaseException):
+            log.error("sandbox task failed", extra={"task": task.get_name(), "error": repr(result)})
+    await container.aclose()
+
+
+async def _first_of(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    """Return when a signal arrives or any task ends (a task ending early is a failure)."""
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+
+
+def _banner(settings: Settings, port: int, simulators: dict[str, ServedApp]) -> None:
+    base = f"http://127.0.0.1:{port}"
+    key = settings.sandbox.api_key.get_secret_value()
+    _say(
+        "\n".join(
+            [
+                "ywtb-connector sandbox is up",
+                f"  API        {base}   (docs {base}/docs, OpenAPI {base}/openapi.json)",
+                f"  health     {base}/healthz   ready {base}/readyz",
+                f"  API key    Authorization: Bearer {key}",
+                f"  Kafka      {settings.kafka.bootstrap}",
+                f"  store      {settings.store.url}",
+                *(f"  simulator  {name:<9} {served.url}" for name, served in simulators.items()),
+                "  Ctrl-C stops everything.",
+            ]
+        )
+    )

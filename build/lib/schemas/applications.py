@@ -1,0 +1,267 @@
+"""一证办电 applications: the request (public contract), the rules, and the resource.
+
+The rule tables below decide, per case, which capacity a voltage level admits,
+which evidence is required and which procedure set applies.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from schemas.credentials import CredentialParts, CredentialType, normalise_credential
+from schemas.errors import InvalidInput
+
+#: 上海市 district codes (区划代码) and names.
+SHANGHAI_DISTRICTS: dict[str, str] = {
+    "310101": "黄浦区",
+    "310104": "徐汇区",
+    "310105": "长宁区",
+    "310106": "静安区",
+    "310107": "普陀区",
+    "310109": "虹口区",
+    "310110": "杨浦区",
+    "310112": "闵行区",
+    "310113": "宝山区",
+    "310114": "嘉定区",
+    "310115": "浦东新区",
+    "310116": "金山区",
+    "310117": "松江区",
+    "310118": "青浦区",
+    "310120": "奉贤区",
+    "310151": "崇明区",
+}
+
+VoltageLevel = Literal["0.4kV", "10kV", "35kV", "110kV", "220kV"]
+BusinessType = Literal["new_connection", "capacity_increase"]
+
+#: Capacity (kVA) each voltage level admits, inclusive. Low voltage serves up to
+#: 160 kVA (small and micro enterprises at 160 kW and below connect at 0.4 kV);
+#: the high-voltage bands overlap, as planning practice allows.
+CAPACITY_KVA: dict[str, tuple[float, float]] = {
+    "0.4kV": (1, 160),
+    "10kV": (50, 10_000),
+    "35kV": (5_000, 40_000),
+    "110kV": (20_000, 100_000),
+    "220kV": (100_000, 500_000),
+}
+HIGH_VOLTAGE_FOR_PROJECT = ("35kV", "110kV", "220kV")
+
+#: 投资项目统一代码 YYYY-DDDDDD-II-TT-NNNNNN; TT 01 审批, 02 核准, 03 备案.
+PROJECT_CODE = re.compile(r"^(19|20)\d{2}-\d{6}-\d{2}-0[123]-\d{6}$")
+
+
+class Procedure(StrEnum):
+    """The utility's connection procedures (办电环节)."""
+
+    ACCEPTANCE = "acceptance"  # 申请受理
+    SURVEY_AND_PLAN = "survey_and_plan"  # 现场勘查及供电方案答复
+    EXTERNAL_WORKS = "external_works"  # 外部工程实施
+    METERING_AND_CONNECTION = "metering_and_connection"  # 装表接电
+
+
+PROCEDURE_NAMES: dict[Procedure, str] = {
+    Procedure.ACCEPTANCE: "申请受理",
+    Procedure.SURVEY_AND_PLAN: "现场勘查及供电方案答复",
+    Procedure.EXTERNAL_WORKS: "外部工程实施",
+    Procedure.METERING_AND_CONNECTION: "装表接电",
+}
+
+
+class EvidenceKind(StrEnum):
+    LICENCE = "licence"  # 营业执照 (电子证照库)
+    PROJECT = "project"  # 项目批文 (投资项目在线审批监管平台)
+
+
+class Applicant(BaseModel):
+    credential_type: CredentialType = Field(description="uscc or resident_id")
+    credential_no: str = Field(description="统一社会信用代码 or 居民身份证号; normalised")
+
+    @field_validator("credential_no")
+    @classmethod
+    def _valid_credential(cls, value: str, info: ValidationInfo) -> str:
+        kind = info.data.get("credential_type")
+        if kind is None:
+            return value
+        return normalise_credential(kind, value)
+
+
+class Site(BaseModel):
+    address: str = Field(min_length=2, max_length=200, description="用电地址")
+    district_code: str = Field(description="Shanghai district code 3101xx")
+
+    @field_validator("district_code")
+    @classmethod
+    def _shanghai(cls, value: str) -> str:
+        if value not in SHANGHAI_DISTRICTS:
+            raise ValueError(f"unknown Shanghai district code {value!r} (expected 3101xx)")
+        return value
+
+
+class ConnectionRequest(BaseModel):
+    business_type: BusinessType
+    voltage_level: VoltageLevel
+    capacity_kva: float = Field(gt=0, description="requested capacity in kVA")
+
+    @field_validator("capacity_kva")
+    @classmethod
+    def _fits_voltage(cls, value: float, info: ValidationInfo) -> float:
+        level = info.data.get("voltage_level")
+        if level in CAPACITY_KVA:
+            low, high = CAPACITY_KVA[level]
+            if not low <= value <= high:
+                raise ValueError(f"{value:g} kVA is outside {low:g}–{high:g} kVA for {level}")
+        return value
+
+
+class ApplicationRequest(BaseModel):
+    """``POST /api/v1/applications``: one credential, the site and the request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    applicant: Applicant
+    site: Site
+    request: ConnectionRequest
+    project_code: str | None = Field(None, description="投资项目代码 YYYY-DDDDDD-II-TT-NNNNNN")
+
+    @field_validator("project_code")
+    @classmethod
+    def _project_code(cls, value: str | None) -> str | None:
+        if value is not None and not PROJECT_CODE.fullmatch(value):
+            raise ValueError("expected YYYY-DDDDDD-II-TT-NNNNNN with TT 01, 02 or 03")
+        return value
+
+
+def check_case_rules(request: ApplicationRequest) -> None:
+    """Rules across fields; ``InvalidInput`` names the field to correct."""
+    if (
+        request.applicant.credential_type is CredentialType.RESIDENT_ID
+        and request.request.voltage_level != "0.4kV"
+    ):
+        raise InvalidInput("request.voltage_level", "a resident connects at 0.4kV")
+    if request.request.voltage_level in HIGH_VOLTAGE_FOR_PROJECT and not request.project_code:
+        raise InvalidInput(
+            "project_code", f"required at {request.request.voltage_level} (35kV and above)"
+        )
+
+
+def required_evidence(request: ApplicationRequest) -> list[EvidenceKind]:
+    """Evidence rule table: a licence for every firm; a project approval where a code is given."""
+    kinds = []
+    if request.applicant.credential_type is CredentialType.USCC:
+        kinds.append(EvidenceKind.LICENCE)
+    if request.project_code:
+        kinds.append(EvidenceKind.PROJECT)
+    return kinds
+
+
+def procedures(request: ApplicationRequest) -> list[Procedure]:
+    """Procedure set: 2 at low voltage; 4 at high voltage (3 without external works).
+
+    A new high-voltage connection needs external works (cable to the site);
+    a capacity increase is done on the existing connection.
+    """
+    if request.request.voltage_level == "0.4kV":
+        return [Procedure.ACCEPTANCE, Procedure.METERING_AND_CONNECTION]
+    steps = [Procedure.ACCEPTANCE, Procedure.SURVEY_AND_PLAN]
+    if request.request.business_type == "new_connection":
+        steps.append(Procedure.EXTERNAL_WORKS)
+    return [*steps, Procedure.METERING_AND_CONNECTION]
+
+
+def time_limit_days(request: ApplicationRequest) -> int:
+    """2020 time targets: low voltage ≤ 10 days, 10 kV ≤ 60, 35 kV and above ≤ 150."""
+    level = request.request.voltage_level
+    return 10 if level == "0.4kV" else 60 if level == "10kV" else 150
+
+
+class ApplicationStatus(StrEnum):
+    EVIDENCE_PENDING = "evidence_pending"
+    READY = "ready"
+    REJECTED = "rejected"
+
+
+class EvidenceStatus(StrEnum):
+    PENDING = "pending"
+    FETCHED = "fetched"
+    NOT_FOUND = "not_found"
+
+
+class Reason(BaseModel):
+    """Why a dossier was rejected: a code for systems and a message for the clerk."""
+
+    code: str
+    message: str
+    evidence: EvidenceKind | None = None
+
+
+class EvidenceRecord(BaseModel):
+    """A piece of evidence with where it came from and until when it holds."""
+
+    kind: EvidenceKind
+    subject: str = Field(description="the uscc or project code it is about")
+    status: EvidenceStatus
+    source_platform: str
+    issuing_authority: str | None = None
+    document_no: str | None = None
+    issued_on: str | None = None
+    valid_from: str | None = None
+    valid_to: str | None = None
+    fetched_at: datetime | None = None
+    fields: dict[str, Any] = Field(default_factory=dict, description="canonical fields")
+
+
+class ProcedureStep(BaseModel):
+    code: Procedure
+    name: str
+
+
+class ApplicationResource(BaseModel):
+    """``GET /api/v1/applications/{id}``."""
+
+    id: str
+    status: ApplicationStatus
+    applicant: Applicant
+    applicant_parts: CredentialParts
+    site: Site
+    request: ConnectionRequest
+    project_code: str | None
+    procedures: list[ProcedureStep]
+    time_limit_days: int
+    reasons: list[Reason]
+    evidence: list[EvidenceRecord]
+    created_at: datetime
+    updated_at: datetime
+    jobs: list[DeliveryRecord] = Field(
+        default_factory=list,
+        description=(
+            "asynchronous work on this application that has not gone through: each event a "
+            "worker keeps retrying (with its attempts) or has dead-lettered (with the reason)"
+        ),
+    )
+
+
+class DeliveryRecord(BaseModel):
+    """How an event fared with one delivering worker (marketing system, 一网通办 status)."""
+
+    worker: str
+    event_id: str | None = None
+    event_type: str | None = None
+    status: str = Field(description="delivered, retrying or dead (in the dead-letter topic)")
+    attempts: int
+    last_error: str | None
+    updated_at: datetime
+
+
+class TimelineItem(BaseModel):
+    """One event in the story of an application, with its deliveries."""
+
+    event_id: str
+    type: str
+    time: datetime
+    data: dict[str, Any]
+    deliveries: list[DeliveryRecord]

@@ -1,0 +1,56 @@
+"""The sandbox seed file: the government side's data that the simulators serve.
+
+Format (public contract, see DESIGN.md): JSON with lists ``licences`` and
+``projects``. Fields beyond the required ones are optional and kept.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_SEED = Path(__file__).with_name("default_seed.json")
+
+
+class SeedLicence(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    uscc: str
+    name: str
+    legal_representative: str
+    address: str
+    status: Literal["存续", "在业", "吊销", "注销", "迁出"]
+    valid_from: date
+    valid_to: date | None = Field(None, description="None = 长期")
+    licence_no: str | None = None
+    issuing_authority: str | None = None
+    issued_on: date | None = None
+
+
+class SeedProject(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    project_code: str
+    name: str
+    owner_uscc: str
+    approval_type: Literal["审批", "核准", "备案"]
+    document_no: str
+    approved_on: date
+    status: Literal["valid", "revoked"]
+    issuing_authority: str | None = None
+
+
+class Seed(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    licences: list[SeedLicence] = Field(default_factory=list)
+    projects: list[SeedProject] = Field(default_factory=list)
+
+
+def load_seed(path: Path | str | None = None) -> Seed:
+    """Read a seed file; the default one ships with the package."""
+    return Seed.model_validate(json.loads(Path(path or DEFAULT_SEED).read_text(encoding="utf-8")))
