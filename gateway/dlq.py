@@ -409,10 +409,11 @@ class DeadLetters:
             raise InvalidInput(
                 "event_ids", f"at most {self._settings.max_batch} event ids per replay"
             )
+        chosen = set(wanted)
         listed = [
             d
             for d in await self.read_all()
-            if d.letter.event_id in set(wanted) and worker in (None, d.letter.worker)
+            if d.letter.event_id in chosen and worker in (None, d.letter.worker)
         ]
         plan: list[tuple[ReplayItem, DeadLetter | None]] = []
         for event_id in wanted:
@@ -442,24 +443,24 @@ class DeadLetters:
             await session.flush()
             replay_id = replay.id
         items: list[ReplayItem] = []
-        producer: AIOKafkaProducer | None = None
+        producer: AIOKafkaProducer | None = None  # started when the first letter is sent
+        started: bool | str = False  # True, or why the producer could not start
         try:
             for item, letter in plan:
                 at = utcnow()
-                if letter is not None:
-                    if producer is None:
-                        producer = AIOKafkaProducer(
-                            bootstrap_servers=self._kafka.bootstrap, acks="all"
-                        )
-                        with kafka_errors():
-                            await producer.start()
+                if letter is not None and producer is None:
+                    producer = AIOKafkaProducer(bootstrap_servers=self._kafka.bootstrap, acks="all")
+                    started = await _start(producer)
+                if letter is not None and started is not True:
+                    item = replace(item, outcome=ReplayOutcome.FAILED, detail=str(started))
+                elif letter is not None and producer is not None:
                     await self._paced()
                     at = utcnow()  # before the send: a letter the replay produces is newer
                     item = await self._send(producer, item, letter)
                 await self._record(replay_id, item, at)
                 items.append(item)
         finally:
-            if producer is not None:
+            if producer is not None and started is True:
                 await producer.stop()
         return ReplayReport(replay_id, actor, requested_at, dry_run, items)
 
@@ -539,6 +540,17 @@ class DeadLetters:
             }
             for r in replays
         ]
+
+
+async def _start(producer: AIOKafkaProducer) -> bool | str:
+    """Start ``producer``: True, or the reason it could not (each send is then ``failed``)."""
+    try:
+        with kafka_errors():
+            await producer.start()
+    except TransientError as exc:
+        await producer.stop()
+        return exc.detail
+    return True
 
 
 def _dead_at(letter: DeadLetter) -> datetime:
