@@ -1,1 +1,0 @@
-"""Adapters: everything that knows one external platform lives in its own folder."""

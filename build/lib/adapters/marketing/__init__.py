@@ -1,1 +1,0 @@
-"""营销系统 (the utility's marketing system): notices over SOAP 1.1 with WS-Security."""

@@ -1,1 +1,0 @@
-"""The gateway: API, application services, store, outbox relay, workers, settings and CLI."""

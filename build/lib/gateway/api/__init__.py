@@ -1,1 +1,0 @@
-"""The HTTP interface: internal API, callback endpoints and ops endpoints."""

@@ -1,1 +1,0 @@
-"""Canonical models, event types and the error tree shared by every part of the connector."""
