@@ -203,17 +203,19 @@ async def _lag(container: Container) -> tuple[list[dict[str, Any]], str | None]:
     return [row for rows in parts for row in rows], None
 
 
-def _lag_by_worker(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per worker: the sum of each numeric lag column (messages, seconds: whatever is there)."""
+def lag_by_worker(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per worker: messages behind (``lag``, summed) and any age in seconds (a key ending
+    ``_s`` or ``seconds``, e.g. ``age_s``: the oldest, not a sum) over its partitions."""
     totals: dict[str, dict[str, Any]] = {}
     for row in rows:
         total = totals.setdefault(row["worker"], {"worker": row["worker"]})
         for key, value in row.items():
-            if key.startswith("lag") and isinstance(value, int | float):
-                if key.endswith("seconds") or key.endswith("_s"):
-                    total[key] = max(total.get(key, 0), value)  # the oldest, not a sum
-                else:
-                    total[key] = total.get(key, 0) + value
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            if key.endswith(("_s", "seconds")):
+                total[key] = max(total.get(key, 0), value)
+            elif key == "lag" or key.startswith("lag_"):
+                total[key] = total.get(key, 0) + value
     return list(totals.values())
 
 
@@ -268,6 +270,8 @@ async def overview(
     pending, oldest_age = await backlog(session)
     stuck_count, stuck = await _stuck(container, session)
     lag_columns = list(dict.fromkeys(key for row in lag_rows for key in row))
+    lag_totals = lag_by_worker(lag_rows)
+    total_columns = list(dict.fromkeys(["worker", "lag", *(k for r in lag_totals for k in r)]))
     return _page(
         request,
         "overview.html",
@@ -277,7 +281,8 @@ async def overview(
             "outbox": {"pending": pending, "oldest_age_s": oldest_age},
             "lag_rows": lag_rows,
             "lag_columns": lag_columns,
-            "lag_totals": _lag_by_worker(lag_rows),
+            "lag_totals": lag_totals,
+            "lag_total_columns": total_columns,
             "lag_error": lag_error,
             "dead": dead,
             "dead_error": dead_error,
