@@ -146,3 +146,31 @@ async def test_a_bearer_key_opens_the_console_too(
     assert "SH-NO-SUCH-CASE" in missing.text
     css = await console.get("/ops/static/console.css")
     assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+
+
+async def test_the_ops_api_answers_bad_replay_requests_with_problems(
+    console: httpx.AsyncClient, container: Container
+) -> None:
+    bearer = {"Authorization": "Bearer sandbox-key"}
+    too_many = [f"event-{n}" for n in range(container.settings.dlq.max_batch + 1)]
+    refused = await console.post(
+        "/api/v1/ops/dead-letters/replay",
+        json={"event_ids": too_many, "dry_run": True},
+        headers=bearer,
+    )
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["errors"] == [
+        {
+            "field": "event_ids",
+            "reason": f"at most {container.settings.dlq.max_batch} event ids per replay",
+        }
+    ]
+    unauthenticated = await console.post(
+        "/api/v1/ops/dead-letters/replay", json={"event_ids": ["e1"], "dry_run": True}
+    )
+    assert unauthenticated.status_code == 401
+    async with container.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(DeadLetterReplay)) == 0
+    empty = await console.get("/api/v1/ops/dead-letters", headers=bearer)
+    assert empty.json() == {"items": [], "count": 0}
