@@ -18,12 +18,13 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import func, select
 
-from gateway.api.deps import ContainerDep, SessionDep
+from gateway.api.deps import ContainerDep, SessionDep, authenticated_client
 from gateway.api.flows import load_timeline
 from gateway.api.problems import status_for
 from gateway.bootstrap import Container, hash_key
@@ -77,11 +78,13 @@ async def operator(request: Request, session: SessionDep) -> Operator:
     authorization = request.headers.get("authorization", "")
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() == "bearer" and key:
-        key_hash = hash_key(key.strip())
-        name = await session.scalar(select(ApiClient.name).where(ApiClient.key_hash == key_hash))
-        if name is None:
-            raise LoginRequired
-        binding = f"bearer:{key_hash}"
+        try:  # the API's own check, so the console accepts exactly the keys the API does
+            name = await authenticated_client(
+                session, HTTPAuthorizationCredentials(scheme=scheme, credentials=key.strip())
+            )
+        except Unauthorized:
+            raise LoginRequired from None
+        binding = f"bearer:{hash_key(key.strip())}"
         return Operator(name, sessions.csrf_token(secret, binding), binding)
     cookie = request.cookies.get(sessions.COOKIE)
     found = sessions.verify(secret, cookie) if cookie else None
@@ -153,15 +156,15 @@ async def login_form(request: Request, next: str = PREFIX) -> HTMLResponse:
 async def login(request: Request, session: SessionDep, container: ContainerDep) -> Response:
     form = await _form(request)
     key, target = _one(form, "api_key").strip(), _safe_next(_one(form, "next"))
-    client = (
-        await session.scalar(select(ApiClient).where(ApiClient.key_hash == hash_key(key)))
-        if key
-        else None
-    )
-    if client is None:
-        refused = Unauthorized("unknown API key", code="bad_credentials")
+    try:
+        name = await authenticated_client(
+            session, HTTPAuthorizationCredentials(scheme="Bearer", credentials=key)
+        )
+    except Unauthorized as refused:
         context = {"next": target, "error": "This API key is not valid."}
         return _page(request, "login.html", context, status_code=status_for(refused))
+    client = await session.scalar(select(ApiClient).where(ApiClient.name == name))
+    assert client is not None
     ttl = container.settings.console.session_ttl_s
     value = sessions.issue(_secret(request), client.name, client.key_hash, ttl)
     response = RedirectResponse(target, status_code=303)
