@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.deadlines import DeadlineService
+from gateway.deliveries import DeliveryStatus
 from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep, record_of
 from gateway.outbox import add_event
 from gateway.settings import EvidenceSettings
@@ -32,6 +33,7 @@ from gateway.store.models import (
     Application,
     ApplicationEvidence,
     Case,
+    Delivery,
     IdempotencyKey,
     StageChange,
     utcnow,
@@ -44,6 +46,7 @@ from schemas.applications import (
     ApplicationRequest,
     ApplicationResource,
     ApplicationStatus,
+    DeliveryRecord,
     EvidenceKind,
     EvidenceRecord,
     EvidenceStatus,
@@ -315,7 +318,9 @@ class ApplicationService:
             application = await session.get(Application, application_id)
             if application is None:
                 raise NotFound(f"application {application_id} not found")
-            return (await self._resources(session, [application]))[0]
+            resource = (await self._resources(session, [application]))[0]
+            jobs = await unfinished_jobs(session, application_id)
+        return resource.model_copy(update={"jobs": jobs})
 
     async def search(
         self, filters: ApplicationFilter, *, client: str, cursor: str | None, limit: int
@@ -418,6 +423,30 @@ class ApplicationService:
             await record_outcomes(session, application_id, outcomes)
 
         return effect
+
+
+async def unfinished_jobs(session: AsyncSession, application_id: str) -> list[DeliveryRecord]:
+    """The application's events a worker is still retrying or has dead-lettered, with why."""
+    rows = await session.scalars(
+        select(Delivery)
+        .where(
+            Delivery.application_id == application_id,
+            Delivery.status.in_([DeliveryStatus.RETRYING.value, DeliveryStatus.DEAD.value]),
+        )
+        .order_by(Delivery.updated_at, Delivery.worker)
+    )
+    return [
+        DeliveryRecord(
+            worker=row.worker,
+            event_id=row.event_id,
+            event_type=row.event_type,
+            status=row.status,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            updated_at=row.updated_at,
+        )
+        for row in rows
+    ]
 
 
 async def record_outcomes(

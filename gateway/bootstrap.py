@@ -32,6 +32,7 @@ from gateway.bus import KafkaBus
 from gateway.callbacks import CallbackVerifier
 from gateway.cases import CaseService
 from gateway.deadlines import DeadlineService
+from gateway.dlq import DeadLetters
 from gateway.evidence import EvidenceService
 from gateway.permits import PermitService
 from gateway.reports import ReportService
@@ -73,6 +74,7 @@ class Container:
     reports: ReportService
     callbacks: dict[str, CallbackVerifier]
     breakers: dict[str, CircuitBreaker]
+    dead_letters: DeadLetters
     loops: Loops = field(default_factory=Loops)
 
     async def aclose(self) -> None:
@@ -182,4 +184,5 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
             "ywtb": CallbackVerifier("ywtb", settings.ywtb, sessions),
         },
         breakers=breakers,
+        dead_letters=DeadLetters(settings.kafka, sessions, settings.dlq),
     )

@@ -14,7 +14,7 @@ import asyncio
 import json
 import sys
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from gateway.logs import configure_logging
@@ -109,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         "--url", help="read a running API's /metrics (adds its breakers, loops and calls)"
     )
     ops.add_argument("--key", help="API key for --url (default: the sandbox key in the sandbox)")
+    dlq.add_argument("--topic", help="list: only letters of this topic")
+    dlq.add_argument("--error", help="list: only letters whose error contains this text")
+    dlq.add_argument("--application", help="list: only letters of this application id")
+    dlq.add_argument("--since", help="list: died at or after (ISO 8601)")
+    dlq.add_argument("--until", help="list: died before (ISO 8601)")
+    dlq.add_argument(
+        "--all", action="store_true", help="list: also letters applied or replayed since"
+    )
+    dlq.add_argument("--dry-run", action="store_true", help="replay: show what would be sent where")
     args = parser.parse_args(argv)
 
     configure_logging(load_settings().log_level)
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "worker":
         asyncio.run(_worker(args.name))
     elif args.command == "dlq":
-        return _dlq(args.action, args.event_ids, args.worker)
+        return _dlq(args)
     elif args.command == "lag":
         return _lag(args.worker)
     elif args.command == "report":
@@ -243,19 +252,46 @@ def _lag(worker: str | None) -> int:
     return 0
 
 
-def _dlq(action: str, event_ids: list[str], worker: str | None) -> int:
-    from gateway.dlq import run_dlq_command
+def _utc(moment: datetime) -> datetime:
+    """A time without an offset is read as UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    import getpass
+
+    from gateway.dlq import DeadLetterFilter, run_dlq_command
     from schemas.errors import ConnectorError
 
     settings = load_settings()
+    action: str = args.action
     if not settings.kafka.bootstrap:
         print("ywtb dlq: YWTB_KAFKA_BOOTSTRAP is not set", file=sys.stderr)
         return 2
-    if action != "list" and not event_ids:
+    if action != "list" and not args.event_ids:
         print(f"ywtb dlq {action}: name at least one EVENT_ID", file=sys.stderr)
         return 2
     try:
-        rows = run_dlq_command(settings.kafka, action, event_ids, worker)
+        filters = DeadLetterFilter(
+            topic=args.topic,
+            worker=args.worker,
+            error=args.error,
+            application_id=args.application,
+            since=_utc(datetime.fromisoformat(args.since)) if args.since else None,
+            until=_utc(datetime.fromisoformat(args.until)) if args.until else None,
+            include_resolved=args.all,
+        )
+        rows = run_dlq_command(
+            settings,
+            action,
+            args.event_ids,
+            actor=f"cli:{getpass.getuser()}",
+            filters=filters,
+            dry_run=args.dry_run,
+        )
+    except ValueError as exc:
+        print(f"ywtb dlq {action}: {exc}", file=sys.stderr)
+        return 2
     except ConnectorError as exc:
         print(f"ywtb dlq {action}: {exc.detail}", file=sys.stderr)
         return 1

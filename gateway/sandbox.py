@@ -166,6 +166,7 @@ def _banner(settings: Settings, port: int, simulators: dict[str, ServedApp]) -> 
                 "ywtb-connector sandbox is up",
                 f"  API        {base}   (docs {base}/docs, OpenAPI {base}/openapi.json)",
                 f"  health     {base}/healthz   ready {base}/readyz",
+                f"  console    {base}/ops   (sign in with the API key)",
                 f"  API key    Authorization: Bearer {key}",
                 f"  Kafka      {settings.kafka.bootstrap}",
                 f"  store      {settings.store.url}",

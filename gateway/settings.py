@@ -220,6 +220,39 @@ class MetricsSettings(BaseModel):
     host: str = Field("127.0.0.1", description="address of the separate metrics port")
 
 
+class DeadLetterSettings(BaseModel):
+    """Replaying dead letters (``ywtb dlq replay``, ``POST /api/v1/ops/dead-letters/replay``)."""
+
+    replay_rate_per_s: float = Field(
+        10.0, gt=0, description="dead letters sent back per second at most, per process"
+    )
+    max_replays: int = Field(
+        3,
+        ge=1,
+        description="loop guard: a letter replayed this many times and still dead is held back",
+    )
+    max_batch: int = Field(500, ge=1, description="event ids one replay request may name")
+    read_timeout_s: float = Field(
+        10.0, description="longest wait reading the dead-letter topics to their end"
+    )
+
+
+class ConsoleSettings(BaseModel):
+    """The ops console at ``/ops``."""
+
+    session_secret: SecretStr | None = Field(
+        None,
+        description=(
+            "key that signs console session cookies (HMAC-SHA256); unset: a random key per "
+            "process, so sessions end with a restart and do not cross replicas"
+        ),
+    )
+    session_ttl_s: float = Field(8 * 3600.0, description="how long a console login lasts")
+    stuck_after_s: float = Field(
+        3600.0, description="an application waiting for evidence this long is listed as stuck"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="YWTB_",
@@ -247,6 +280,8 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    dlq: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:

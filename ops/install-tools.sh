@@ -1,31 +1,38 @@
 #!/usr/bin/env bash
-# The tools the ops checks and tests need beside Python, from Debian packages, installed
-# only when missing (idempotent, quiet). Used by `make test` (ops-check) and `.ci/run`.
-# One line per tool: ensure <command> <debian package>.
+# System tools the tests need, installed with apt when missing (idempotent: a no-op when present).
+# Run by .ci/run and `make test`. One line per tool:
+#   ensure <command> <Debian package>     installs the package unless the command exists
+#   ensure_package <Debian package>       for packages without a command (fonts, data)
 set -euo pipefail
 
-updated=""
+_apt_updated=""
 
-ensure() {
-  local command=$1 package=$2
-  command -v "$command" >/dev/null 2>&1 && return 0
+_install() {
+  local package=$1 why=$2
   if [ "$(id -u)" -ne 0 ]; then
-    echo "ops/install-tools.sh: $command is missing; install the Debian package $package (as root)" >&2
+    echo "install-tools: $why is missing; install the Debian package $package (needs root)" >&2
     return 1
   fi
-  echo "ops/install-tools.sh: installing $package (for $command)" >&2
-  local log
-  log=$(mktemp)
-  if { [ -n "$updated" ] || apt-get update -qq; } >"$log" 2>&1 &&
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >>"$log" 2>&1; then
-    updated=1
-    rm -f "$log"
-  else
-    cat "$log" >&2
-    rm -f "$log"
-    return 1
+  echo "install-tools: installing $package ($why)"
+  if [ -z "$_apt_updated" ]; then
+    apt-get update -qq
+    _apt_updated=1
   fi
-  command -v "$command" >/dev/null 2>&1 || { echo "ops/install-tools.sh: $package gave no $command" >&2; return 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null
 }
 
+ensure() {
+  command -v "$1" >/dev/null 2>&1 || _install "$2" "command $1"
+}
+
+ensure_package() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" \
+    || _install "$1" "package $1"
+}
+
+# Headless Chromium for the browser tests of the ops console and /docs (driven by Playwright).
+ensure chromium chromium
+# A CJK font, so the console's screenshots show 中文 rather than empty boxes.
+ensure_package fonts-wqy-microhei
+# promtool, for `make ops-check` (the Prometheus alert rules and their unit tests).
 ensure promtool prometheus

@@ -254,6 +254,13 @@ class ApplicationResource(BaseModel):
     received_at: datetime | None = Field(None, description="when the customer applied")
     case_no: str | None = Field(None, description="办件编号, when it came from 一网通办")
     deadline: Deadline | None = Field(None, description="the customer's clock, computed now")
+    jobs: list[DeliveryRecord] = Field(
+        default_factory=list,
+        description=(
+            "asynchronous work on this application that has not gone through: each event a "
+            "worker keeps retrying (with its attempts) or has dead-lettered (with the reason)"
+        ),
+    )
 
 
 class ApplicationPage(BaseModel):
@@ -280,6 +287,8 @@ class DeliveryRecord(BaseModel):
     """How an event fared with one delivering worker (marketing system, 一网通办 status)."""
 
     worker: str
+    event_id: str | None = None
+    event_type: str | None = None
     status: str = Field(description="delivered, retrying or dead (in the dead-letter topic)")
     attempts: int
     last_error: str | None

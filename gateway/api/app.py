@@ -11,11 +11,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from gateway.api import applications, flows, health, metrics, reports
+from gateway.api import applications, flows, health, metrics, ops, reports
 from gateway.api.docs import install_offline_docs
 from gateway.api.metrics import ops_figures_running
 from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
+from gateway.console import routes as console
 from gateway.logs import request_id
 from gateway.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 from gateway.settings import Settings
@@ -88,6 +89,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(flows.router)
     app.include_router(reports.router)
     app.include_router(metrics.router)
+    app.include_router(ops.router)
+    console.install(app)
     return app
 
 

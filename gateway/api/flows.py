@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.permit.mapping import decision_from_callback
 from adapters.ywtb.mapping import case_from_callback
@@ -67,6 +68,11 @@ async def report_progress(
 async def timeline(
     application_id: str, _client: ClientDep, session: SessionDep
 ) -> list[TimelineItem]:
+    return await load_timeline(session, application_id)
+
+
+async def load_timeline(session: AsyncSession, application_id: str) -> list[TimelineItem]:
+    """The application's events in order, each with its deliveries (for the API and /ops)."""
     if await session.get(Application, application_id) is None:
         raise NotFound(f"application {application_id} not found")
     entries = (
@@ -83,6 +89,8 @@ async def timeline(
         deliveries.setdefault(row.event_id, []).append(
             DeliveryRecord(
                 worker=row.worker,
+                event_id=row.event_id,
+                event_type=row.event_type,
                 status=row.status,
                 attempts=row.attempts,
                 last_error=row.last_error,

@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Float,
+    Index,
     Integer,
     String,
     TypeDecorator,
@@ -299,3 +300,30 @@ class DeadlineAlert(Base):
     threshold: Mapped[str] = mapped_column(String(16))
     event_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
+
+
+class DeadLetterReplay(Base):
+    """One replay request of dead letters: who asked, when, and whether it was a dry run."""
+
+    __tablename__ = "dead_letter_replays"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime]
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+
+
+class DeadLetterReplayItem(Base):
+    """What a replay request did with one event: sent (where), would send, held back, ..."""
+
+    __tablename__ = "dead_letter_replay_items"
+    __table_args__ = (Index("ix_dead_letter_replay_items_letter", "worker", "event_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    replay_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(16))
+    target_topic: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[str | None] = mapped_column(String(1000))
+    at: Mapped[datetime]

@@ -31,7 +31,7 @@ from schemas.events import CaseEvent, PermitEvent
 from schemas.permits import PermitDecision, PermitOutcome
 from tests.integration.conftest import Platform
 from tests.integration.test_applications import JINGAN, body, count
-from tests.running import eventually, running, worker_process
+from tests.running import eventually, running, settings_env, worker_process
 
 WORKS = {
     "works_name": "临港储能站35kV电缆接入工程",
@@ -346,14 +346,15 @@ async def test_a_push_rejected_for_good_is_dead_lettered_and_replayed_after_the_
         replay = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "gateway.cli", "dlq", "replay", *event_ids],
-            env={**os.environ, "YWTB_KAFKA_BOOTSTRAP": settings.kafka.bootstrap or ""},
+            env={**os.environ, **settings_env(settings)},
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
         )
         assert replay.returncode == 0, replay.stderr
-        assert [json.loads(line)["event_id"] for line in replay.stdout.splitlines()] == event_ids
+        replayed = [json.loads(line) for line in replay.stdout.splitlines()]
+        assert [(r["event_id"], r["outcome"]) for r in replayed] == [(e, "sent") for e in event_ids]
 
         async def both_pushed() -> bool:
             return len(await pushes(platforms)) >= 2
