@@ -29,7 +29,8 @@ from tenacity import (
     wait_random,
 )
 
-from schemas.errors import PermanentError, PlatformUnavailable, TransientError
+from adapters.bounded import AnswerTooLarge
+from schemas.errors import PermanentError, PlatformRejected, PlatformUnavailable, TransientError
 
 
 def retry_transient(attempts: int, *, initial_s: float = 0.1, max_s: float = 2.0) -> AsyncRetrying:
@@ -139,9 +140,12 @@ class CircuitBreaker:
 
 @contextmanager
 def httpx_errors(platform: str) -> Iterator[None]:
-    """Translate httpx transport failures into ``PlatformUnavailable``."""
+    """Translate httpx transport failures into ``PlatformUnavailable``, and an answer over
+    the size bound (``adapters.bounded``) into ``PlatformRejected``."""
     try:
         yield
+    except AnswerTooLarge as exc:
+        raise PlatformRejected(platform, str(exc), platform_code="answer_too_large") from exc
     except httpx.TimeoutException as exc:
         raise PlatformUnavailable(platform, f"timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:

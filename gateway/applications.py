@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.access import Client
 from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep, record_of
 from gateway.outbox import add_event
 from gateway.settings import EvidenceSettings
@@ -145,6 +146,25 @@ def _status_after_review(reasons: list[Reason]) -> ApplicationStatus:
     return ApplicationStatus.REJECTED if reasons else ApplicationStatus.READY
 
 
+def visible_to(client: Client) -> ColumnElement[bool]:
+    """Ownership, the one rule: a client sees the applications it created; a client with
+    ``applications:all`` sees every one (一网通办's cases included). Use it in every query
+    that reads applications for a client; anything else answers 404 as if it did not exist."""
+    return true() if client.sees_all else Application.owner == client.name
+
+
+async def visible_application(
+    session: AsyncSession, application_id: str, client: Client
+) -> Application:
+    """The application if ``client`` may see it; ``NotFound`` otherwise (also when it exists)."""
+    application = await session.scalar(
+        select(Application).where(Application.id == application_id, visible_to(client))
+    )
+    if application is None:
+        raise NotFound(f"application {application_id} not found")
+    return application
+
+
 @dataclass(frozen=True)
 class Submitted:
     application: ApplicationResource
@@ -173,7 +193,7 @@ class ApplicationService:
         application_id = str(uuid.uuid4())
         try:
             async with transaction(self._sessions) as session:
-                await self._create(session, application_id, request, outcomes)
+                await self._create(session, application_id, request, outcomes, owner=client)
                 if idempotency_key:
                     session.add(
                         IdempotencyKey(
@@ -240,11 +260,14 @@ class ApplicationService:
         application_id: str,
         request: ApplicationRequest,
         outcomes: dict[EvidenceKind, Outcome],
+        *,
+        owner: str,
     ) -> None:
         now = utcnow()
         session.add(
             Application(
                 id=application_id,
+                owner=owner,
                 status=ApplicationStatus.EVIDENCE_PENDING.value,
                 credential_type=request.applicant.credential_type.value,
                 credential_no=request.applicant.credential_no,
@@ -289,11 +312,21 @@ class ApplicationService:
         await session.flush()
         await record_outcomes(session, application_id, outcomes)
 
-    async def get(self, application_id: str) -> ApplicationResource:
+    async def check_visible(self, application_id: str, client: Client) -> None:
+        """``NotFound`` unless ``client`` may see the application (see ``visible_to``)."""
         async with self._sessions() as session:
-            application = await session.get(Application, application_id)
-            if application is None:
-                raise NotFound(f"application {application_id} not found")
+            await visible_application(session, application_id, client)
+
+    async def get(self, application_id: str, client: Client | None = None) -> ApplicationResource:
+        """The application; as ``client`` sees it when given (``NotFound`` if not its own)."""
+        async with self._sessions() as session:
+            if client is not None:
+                application = await visible_application(session, application_id, client)
+            else:
+                found = await session.get(Application, application_id)
+                if found is None:
+                    raise NotFound(f"application {application_id} not found")
+                application = found
             links = (
                 await session.scalars(
                     select(ApplicationEvidence)

@@ -11,11 +11,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from gateway.api import applications, flows, health
+from gateway.api import applications, contract, flows, health
+from gateway.api.limits import BodyLimit, CallerLimits, HeadAsGet
 from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
 from gateway.logs import request_id
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings
 
 log = logging.getLogger("gateway.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -23,6 +24,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
     """The API; with ``container`` the caller owns its lifetime, else the lifespan builds one."""
+    resolved = container.settings if container is not None else settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -30,7 +32,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             app.state.container = container
             yield
             return
-        built = await bootstrap(settings)
+        built = await bootstrap(resolved)
         app.state.container = built
         try:
             yield
@@ -42,8 +44,17 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         summary="一网通办 connector of State Grid Shanghai: 一证办电 applications and evidence",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by gateway.api.contract: public or behind a key, by a setting.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     install_problem_handlers(app)
+    # Innermost first: HEAD as GET, then the body limit, then the callers' limits;
+    # the request id (below) wraps them all so that every refusal names its request.
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(BodyLimit, settings=resolved.limits)
+    app.add_middleware(CallerLimits, settings=resolved.limits)
 
     @app.middleware("http")
     async def _request_id(
@@ -73,4 +84,5 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(health.router)
     app.include_router(applications.router)
     app.include_router(flows.router)
+    contract.install(app)
     return app

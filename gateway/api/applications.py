@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 
-from gateway.api.deps import ClientDep, ContainerDep
+from gateway.api.deps import ApplicationId, ContainerDep, EvidenceClient, ReadClient, WriteClient
 from gateway.api.problems import problem_responses
 from schemas.applications import (
     PROJECT_CODE,
@@ -32,7 +32,7 @@ PROBLEMS = problem_responses(401, 404, 422, 503)
 )
 async def submit_application(
     body: ApplicationRequest,
-    client: ClientDep,
+    client: WriteClient,
     container: ContainerDep,
     response: Response,
     idempotency_key: Annotated[
@@ -40,7 +40,7 @@ async def submit_application(
     ] = None,
 ) -> ApplicationResource:
     submitted = await container.applications.submit(
-        body, client=client, idempotency_key=idempotency_key
+        body, client=client.name, idempotency_key=idempotency_key
     )
     response.headers["Location"] = f"/api/v1/applications/{submitted.application.id}"
     if not submitted.created:
@@ -53,9 +53,9 @@ async def submit_application(
     "/applications/{application_id}", summary="An application and its dossier", responses=PROBLEMS
 )
 async def get_application(
-    application_id: str, _client: ClientDep, container: ContainerDep
+    application_id: ApplicationId, client: ReadClient, container: ContainerDep
 ) -> ApplicationResource:
-    return await container.applications.get(application_id)
+    return await container.applications.get(application_id, client)
 
 
 @router.get(
@@ -64,7 +64,7 @@ async def get_application(
     responses=PROBLEMS,
 )
 async def get_licence_evidence(
-    uscc: str, _client: ClientDep, container: ContainerDep
+    uscc: str, _client: EvidenceClient, container: ContainerDep
 ) -> EvidenceRecord:
     try:
         uscc = normalise_credential(CredentialType.USCC, uscc)
@@ -79,7 +79,7 @@ async def get_licence_evidence(
     responses=PROBLEMS,
 )
 async def get_project_evidence(
-    project_code: str, _client: ClientDep, container: ContainerDep
+    project_code: str, _client: EvidenceClient, container: ContainerDep
 ) -> EvidenceRecord:
     if not PROJECT_CODE.fullmatch(project_code):
         raise InvalidInput("project_code", "expected YYYY-DDDDDD-II-TT-NNNNNN with TT 01, 02 or 03")

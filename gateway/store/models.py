@@ -125,6 +125,9 @@ class Application(Base):
     procedures: Mapped[list[str]] = mapped_column(JSON)
     time_limit_days: Mapped[int] = mapped_column(Integer)
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    owner: Mapped[str] = mapped_column(
+        String(100), index=True, comment="the API client that created it (ywtb: 一网通办 cases)"
+    )
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
