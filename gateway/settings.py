@@ -93,7 +93,7 @@ class ClientSettings(BaseModel):
         min_length=1, max_length=2, description="its API keys (a second one while rotating)"
     )
     scopes: list[Scope] = Field(description="what it may do")
-    rate_per_s: float = Field(20.0, gt=0, description="requests per second (token bucket)")
+    rate_per_s: float = Field(50.0, gt=0, description="requests per second (token bucket)")
 
 
 class SecuritySettings(BaseModel):
@@ -138,7 +138,7 @@ class LimitsSettings(BaseModel):
     )
     keep_alive_s: int = Field(5, gt=0, description="idle keep-alive connections closed after")
     callback_rate_per_s: float = Field(
-        20.0, gt=0, description="callbacks per second accepted from each platform"
+        200.0, gt=0, description="callbacks per second accepted from each platform"
     )
     auth_failures: int = Field(
         20, gt=0, description="failed authentications from one peer before it is refused"
@@ -153,7 +153,9 @@ class SandboxSettings(BaseModel):
     api_key: SecretStr = Field(
         SecretStr("sandbox-key"), description="API key the sandbox accepts (client 'sandbox')"
     )
-    rate_per_s: float = Field(50.0, gt=0, description="requests per second of client 'sandbox'")
+    rate_per_s: float = Field(
+        500.0, gt=0, description="requests per second of client 'sandbox' (benchmarks use it)"
+    )
     permit_decision_delay_s: float = Field(
         5.0, description="how long the simulated road authority takes to decide"
     )

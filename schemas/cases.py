@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.errors import InvalidInput
-from schemas.text import optional_text, text
+from schemas.text import IsoDateTime, optional_text, text
 
 
 class Stage(StrEnum):
@@ -78,8 +78,8 @@ class StageReport(BaseModel):
 
     stage: Stage
     handler: str = text(200, description="办理人 / 办理部门")
-    occurred_at: datetime | None = Field(
-        None, strict=True, description="when it happened, with its offset; default now"
+    occurred_at: IsoDateTime | None = Field(
+        None, description="when it happened, with its offset; default now"
     )
     reason: str | None = optional_text(1000, description="required for 补正 / 不予受理")
     result_code: str | None = optional_text(32, description="办结结果代码")

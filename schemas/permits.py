@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.text import optional_text, text
+from schemas.text import IsoDate, optional_text, text
 
 #: 统一社会信用代码 (shape; its check character is the platform's to check).
 USCC_PATTERN = r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$"
@@ -86,8 +86,8 @@ class PermitWorks(BaseModel):
     section_end: str = text(200, description="止点")
     excavation_length_m: float = Field(strict=True, gt=0, le=100_000, description="挖掘长度 (m)")
     excavation_area_m2: float = Field(strict=True, gt=0, le=1_000_000, description="挖掘面积 (m²)")
-    period_start: date = Field(strict=True, description="施工期限自")
-    period_end: date = Field(strict=True, description="施工期限至")
+    period_start: IsoDate = Field(description="施工期限自")
+    period_end: IsoDate = Field(description="施工期限至")
 
     @model_validator(mode="after")
     def _period_in_order(self) -> PermitWorks:

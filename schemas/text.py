@@ -6,9 +6,10 @@ JSON Schema (``pattern``, ``maxLength``) as well as enforced.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import date, datetime
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 #: No C0 control character (NUL, line breaks, tabs, escape, ...) and no DEL.
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -22,3 +23,16 @@ def text(max_length: int, *, min_length: int = 1, **field: Any) -> Any:
 def optional_text(max_length: int, **field: Any) -> Any:
     """Like ``text``, for an optional field (default None)."""
     return Field(None, min_length=1, max_length=max_length, pattern=PRINTABLE, **field)
+
+
+def _iso_text(value: Any) -> Any:
+    """Dates and times come as ISO 8601 text (not numbers read as Unix times)."""
+    if isinstance(value, str | date):
+        return value
+    raise ValueError("expected an ISO 8601 string")
+
+
+#: A date as ``YYYY-MM-DD`` text only.
+IsoDate = Annotated[date, BeforeValidator(_iso_text)]
+#: A date and time as ISO 8601 text only.
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text)]

@@ -177,6 +177,8 @@ def problem_for(request: Request, exc: ConnectorError) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, RequestTimeout):
+        headers["Connection"] = "close"  # what is left of a slow body is not waited for
     extra: dict[str, Any] = {}
     if isinstance(exc, InvalidInput):
         extra["errors"] = [{"field": exc.field, "reason": exc.reason}]
