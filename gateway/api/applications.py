@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Path, Response
 
 from gateway.api.deps import ApplicationId, ContainerDep, EvidenceClient, ReadClient, WriteClient
 from gateway.api.problems import problem_responses
 from schemas.applications import (
-    PROJECT_CODE,
+    CREDENTIAL_PATTERN,
+    PROJECT_CODE_PATTERN,
     ApplicationRequest,
     ApplicationResource,
     EvidenceKind,
@@ -64,7 +65,9 @@ async def get_application(
     responses=PROBLEMS,
 )
 async def get_licence_evidence(
-    uscc: str, _client: EvidenceClient, container: ContainerDep
+    uscc: Annotated[str, Path(pattern=CREDENTIAL_PATTERN, description="统一社会信用代码")],
+    _client: EvidenceClient,
+    container: ContainerDep,
 ) -> EvidenceRecord:
     try:
         uscc = normalise_credential(CredentialType.USCC, uscc)
@@ -79,10 +82,10 @@ async def get_licence_evidence(
     responses=PROBLEMS,
 )
 async def get_project_evidence(
-    project_code: str, _client: EvidenceClient, container: ContainerDep
+    project_code: Annotated[str, Path(pattern=PROJECT_CODE_PATTERN, description="投资项目代码")],
+    _client: EvidenceClient,
+    container: ContainerDep,
 ) -> EvidenceRecord:
-    if not PROJECT_CODE.fullmatch(project_code):
-        raise InvalidInput("project_code", "expected YYYY-DDDDDD-II-TT-NNNNNN with TT 01, 02 or 03")
     return await _evidence(container, EvidenceKind.PROJECT, project_code)
 
 
