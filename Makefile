@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit integration contract bench install clean
+.PHONY: run test lint unit integration contract schemathesis bench install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ integration: $(STAMP)
 
 contract: $(STAMP)
 	$(BIN)/pytest contract_tests
+
+# The OpenAPI document against the served API (part of `integration`, so of `make test`).
+schemathesis: $(STAMP)
+	$(BIN)/pytest tests/integration/test_contract_schemathesis.py
 
 test: lint
 	$(BIN)/pytest tests/unit tests/integration contract_tests
