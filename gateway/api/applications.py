@@ -37,7 +37,14 @@ async def submit_application(
     container: ContainerDep,
     response: Response,
     idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            pattern=r"^[\x21-\x7e]+$",
+            description="visible ASCII; the same key and body answer the same application",
+        ),
     ] = None,
 ) -> ApplicationResource:
     submitted = await container.applications.submit(

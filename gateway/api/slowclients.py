@@ -31,6 +31,8 @@ def header_timeout_protocol(header_timeout_s: float) -> type[H11Protocol]:
             if self._header_timer is None and self.conn.their_state is h11.IDLE:
                 self._arm()
             super().data_received(data)
+            if self.cycle is not self._armed_for:
+                self._disarm()  # the headers are in; the next request gets its own deadline
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
