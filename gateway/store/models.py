@@ -44,7 +44,10 @@ class Base(DeclarativeBase):
 
 
 class ApiClient(Base):
-    """A client of the internal API; only the SHA-256 of its key is kept."""
+    """A record of API client names from earlier versions; never read to authenticate.
+
+    The configured clients (``YWTB_SECURITY_CLIENTS``, ``gateway.access``) are the only truth.
+    """
 
     __tablename__ = "api_clients"
 
