@@ -71,13 +71,13 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _docs_access(
+async def _docs_access(
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
     """Public by the setting; otherwise any configured client's key (401 without)."""
     if not docs_public(container):
-        authenticated_client(container, credentials)
+        await authenticated_client(container, credentials)
 
 
 DocsAccess = Annotated[None, Depends(_docs_access)]

@@ -43,11 +43,14 @@ async def get_session(container: ContainerDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-def authenticated_client(
+async def authenticated_client(
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Client:
-    """The calling client; 401 without a valid ``Authorization: Bearer <key>``."""
+    """The calling client; 401 without a valid ``Authorization: Bearer <key>``.
+
+    ``async`` although it awaits nothing: FastAPI would run a plain function in a thread.
+    """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing Authorization: Bearer <key>", code="missing_credentials")
     client = container.clients.authenticate(credentials.credentials)
@@ -62,7 +65,7 @@ ClientDep = Annotated[Client, Depends(authenticated_client)]
 def require(scope: Scope) -> Any:
     """A dependency: the calling client, if its scopes include ``scope`` (else 403)."""
 
-    def scoped(client: ClientDep) -> Client:
+    async def scoped(client: ClientDep) -> Client:
         if not client.may(scope):
             raise Forbidden(f"client {client.name!r} lacks the scope {scope!r}")
         return client
@@ -85,7 +88,7 @@ def docs_public(container: ContainerDep) -> bool:
     return container.settings.environment == "sandbox" if public is None else public
 
 
-def optional_ops_client(request: Request, container: ContainerDep) -> Client | None:
+async def optional_ops_client(request: Request, container: ContainerDep) -> Client | None:
     """The caller if it presents a key with ``ops:read``; None otherwise (never a 401).
 
     Read from the header directly: the operation stays public in the OpenAPI document.
