@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit integration contract bench drill install clean ops-check
+.PHONY: run test lint unit integration contract schemathesis bench drill install clean ops-check
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ ops-check:
 	@./ops/install-tools.sh
 	promtool check rules ops/prometheus/alerts.yml
 	promtool test rules ops/prometheus/alerts.test.yml
+
+# The OpenAPI document against the served API (part of `integration`, so of `make test`).
+schemathesis: $(STAMP)
+	$(BIN)/pytest tests/integration/test_contract_schemathesis.py
 
 test: lint ops-check
 	$(BIN)/pytest tests/unit tests/integration contract_tests

@@ -33,6 +33,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from adapters import bounded
 from adapters.resilience import raise_for_server_error
 from adapters.signing import (
     DEFAULT_WINDOW_S,
@@ -166,9 +167,9 @@ class EnvelopePlatform:
         """
         raise_for_server_error(self.platform, response)
         try:
-            body: Any = response.json()
-        except ValueError:
-            raise self.unreadable_answer("not JSON", response.status_code) from None
+            body: Any = bounded.loads(response.content)
+        except ValueError as exc:
+            raise self.unreadable_answer(f"not JSON ({exc})", response.status_code) from None
         if not isinstance(body, dict) or not isinstance(body.get("code"), str):
             raise self.unreadable_answer("no envelope code", response.status_code)
         code, message = body["code"], str(body.get("msg") or "")
@@ -206,7 +207,7 @@ async def send_signed(
     )
     target = request.url.raw_path.decode("ascii")
     request.headers.update(signer.headers(method, target, request.content))
-    return await http.send(request)
+    return await bounded.send_bounded(http, request)
 
 
 # --- simulator side ----------------------------------------------------------

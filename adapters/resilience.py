@@ -34,7 +34,8 @@ from tenacity import (
     wait_random,
 )
 
-from schemas.errors import PermanentError, PlatformUnavailable, TransientError
+from adapters.bounded import AnswerTooLarge
+from schemas.errors import PermanentError, PlatformRejected, PlatformUnavailable, TransientError
 
 PLATFORM_CALLS = Counter(
     "ywtb_platform_calls",
@@ -167,9 +168,12 @@ class CircuitBreaker:
 
 @contextmanager
 def httpx_errors(platform: str) -> Iterator[None]:
-    """Translate httpx transport failures into ``PlatformUnavailable``."""
+    """Translate httpx transport failures into ``PlatformUnavailable``, and an answer over
+    the size bound (``adapters.bounded``) into ``PlatformRejected``."""
     try:
         yield
+    except AnswerTooLarge as exc:
+        raise PlatformRejected(platform, str(exc), platform_code="answer_too_large") from exc
     except httpx.TimeoutException as exc:
         raise PlatformUnavailable(platform, f"timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:

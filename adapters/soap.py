@@ -38,6 +38,7 @@ from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport
 from zeep.wsse.username import UsernameToken
 
+from adapters.bounded import send_bounded
 from adapters.resilience import httpx_errors, raise_for_server_error
 from adapters.simulation import ErrorResponse, SimulatorControl, install_control
 from schemas.errors import (
@@ -147,9 +148,10 @@ class HttpxTransport(AsyncTransport):
         raise RuntimeError(f"refusing to fetch {url}: WSDLs are read from the repository")
 
     async def post(self, address: str, message: bytes, headers: dict[str, str]) -> httpx.Response:
-        response = await self.client.post(
-            address, content=message, headers=headers, timeout=self._timeout
+        request = self.client.build_request(
+            "POST", address, content=message, headers=headers, timeout=self._timeout
         )
+        response = await send_bounded(self.client, request)
         # SOAP 1.1 carries faults in HTTP 500, which zeep parses; any other
         # 5xx (or 429) comes from the platform's front end and is transient.
         if response.status_code != 500:

@@ -17,12 +17,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import ColumnElement, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.access import Client
 from gateway.deadlines import DeadlineService
 from gateway.deliveries import DeliveryStatus
 from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep, record_of
@@ -71,7 +72,6 @@ from schemas.evidence import (
 )
 
 log = logging.getLogger(__name__)
-Q = TypeVar("Q", bound=Select[Any])
 
 #: How far ahead of our clock a ``received_at`` may be (the sender's clock may run fast).
 CLOCK_SKEW = timedelta(minutes=5)
@@ -159,6 +159,25 @@ def _status_after_review(reasons: list[Reason]) -> ApplicationStatus:
     return ApplicationStatus.REJECTED if reasons else ApplicationStatus.READY
 
 
+def visible_to(client: Client) -> ColumnElement[bool]:
+    """Ownership, the one rule: a client sees the applications it created; a client with
+    ``applications:all`` sees every one (一网通办's cases included). Use it in every query
+    that reads applications for a client; anything else answers 404 as if it did not exist."""
+    return true() if client.sees_all else Application.owner == client.name
+
+
+async def visible_application(
+    session: AsyncSession, application_id: str, client: Client
+) -> Application:
+    """The application if ``client`` may see it; ``NotFound`` otherwise (also when it exists)."""
+    application = await session.scalar(
+        select(Application).where(Application.id == application_id, visible_to(client))
+    )
+    if application is None:
+        raise NotFound(f"application {application_id} not found")
+    return application
+
+
 @dataclass(frozen=True)
 class Submitted:
     application: ApplicationResource
@@ -194,7 +213,7 @@ class ApplicationService:
         application_id = str(uuid.uuid4())
         try:
             async with transaction(self._sessions) as session:
-                await self._create(session, application_id, request, outcomes)
+                await self._create(session, application_id, request, outcomes, owner=client)
                 if idempotency_key:
                     session.add(
                         IdempotencyKey(
@@ -261,10 +280,13 @@ class ApplicationService:
         application_id: str,
         request: ApplicationRequest,
         outcomes: dict[EvidenceKind, Outcome],
+        *,
+        owner: str,
     ) -> None:
         now = utcnow()
         application = Application(
             id=application_id,
+            owner=owner,
             status=ApplicationStatus.EVIDENCE_PENDING.value,
             credential_type=request.applicant.credential_type.value,
             credential_no=request.applicant.credential_no,
@@ -313,17 +335,27 @@ class ApplicationService:
         await session.flush()
         await record_outcomes(session, application_id, outcomes)
 
-    async def get(self, application_id: str) -> ApplicationResource:
+    async def check_visible(self, application_id: str, client: Client) -> None:
+        """``NotFound`` unless ``client`` may see the application (see ``visible_to``)."""
         async with self._sessions() as session:
-            application = await session.get(Application, application_id)
-            if application is None:
-                raise NotFound(f"application {application_id} not found")
+            await visible_application(session, application_id, client)
+
+    async def get(self, application_id: str, client: Client | None = None) -> ApplicationResource:
+        """The application; as ``client`` sees it when given (``NotFound`` if not its own)."""
+        async with self._sessions() as session:
+            if client is not None:
+                application = await visible_application(session, application_id, client)
+            else:
+                found = await session.get(Application, application_id)
+                if found is None:
+                    raise NotFound(f"application {application_id} not found")
+                application = found
             resource = (await self._resources(session, [application]))[0]
             jobs = await unfinished_jobs(session, application_id)
         return resource.model_copy(update={"jobs": jobs})
 
     async def search(
-        self, filters: ApplicationFilter, *, client: str, cursor: str | None, limit: int
+        self, filters: ApplicationFilter, *, client: Client, cursor: str | None, limit: int
     ) -> ApplicationPage:
         """Applications the client may see, oldest first, ``limit`` per page."""
         query = select(Application)
@@ -349,7 +381,7 @@ class ApplicationService:
                     (Application.created_at == created_at) & (Application.id > after_id),
                 )
             )
-        query = visible(query, client).order_by(Application.created_at, Application.id)
+        query = query.where(visible_to(client)).order_by(Application.created_at, Application.id)
         async with self._sessions() as session:
             rows = list((await session.scalars(query.limit(limit + 1))).all())
             page = rows[:limit]
@@ -560,17 +592,6 @@ async def _complete_if_ready(session: AsyncSession, application_id: str) -> None
             },
         ),
     )
-
-
-def visible(query: Q, client: str) -> Q:
-    """The applications of ``query`` that ``client`` may see.
-
-    Every list of applications goes through here, so the ownership rules of
-    the API clients apply in this one place; today every client sees every
-    application.
-    """
-    del client
-    return query
 
 
 def _cursor(last: Application) -> str:

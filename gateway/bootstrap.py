@@ -6,12 +6,10 @@ import time. Keyword overrides replace a part (tests hand in their own).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.licence.client import LicenceClient
@@ -27,6 +25,7 @@ from adapters.ports import (
 from adapters.project.client import ProjectClient
 from adapters.resilience import CircuitBreaker
 from adapters.ywtb.client import CaseStatusClient
+from gateway.access import Clients
 from gateway.applications import ApplicationService
 from gateway.bus import KafkaBus
 from gateway.callbacks import CallbackVerifier
@@ -42,16 +41,10 @@ from gateway.settings import (
     SignedPlatformSettings,
     load_settings,
 )
-from gateway.store.db import Sessions, open_store, transaction
-from gateway.store.models import ApiClient, utcnow
+from gateway.store.db import Sessions, open_store
 from gateway.supervise import Loops
 from gateway.tracing import configure_tracing, instrument_http
 from schemas.deadlines import load_calendar
-
-
-def hash_key(key: str) -> str:
-    """API keys are stored as their SHA-256 (keys are random, long and never reused)."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -75,23 +68,13 @@ class Container:
     callbacks: dict[str, CallbackVerifier]
     breakers: dict[str, CircuitBreaker]
     dead_letters: DeadLetters
+    clients: Clients
     loops: Loops = field(default_factory=Loops)
 
     async def aclose(self) -> None:
         await self.bus.close()
         await self.http.aclose()
         await self.engine.dispose()
-
-
-async def register_api_clients(sessions: Sessions, keys: dict[str, str]) -> None:
-    """Make the configured clients' keys valid (a changed key replaces the old one)."""
-    async with transaction(sessions) as session:
-        for name, key in keys.items():
-            client = await session.scalar(select(ApiClient).where(ApiClient.name == name))
-            if client is None:
-                session.add(ApiClient(name=name, key_hash=hash_key(key), created_at=utcnow()))
-            else:
-                client.key_hash = hash_key(key)
 
 
 async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Container:
@@ -102,10 +85,9 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         )
     configure_tracing(settings.tracing)
     engine, sessions = await open_store(settings.store)
-    keys = {name: key.get_secret_value() for name, key in settings.security.api_keys.items()}
-    if settings.environment == "sandbox":
-        keys["sandbox"] = settings.sandbox.api_key.get_secret_value()
-    await register_api_clients(sessions, keys)
+    # The configured clients are the only truth, kept in memory: a client or key
+    # not in the settings (or the sandbox key outside the sandbox) never works.
+    clients = Clients.from_settings(settings)
 
     http: httpx.AsyncClient = instrument_http(
         overrides.pop("http", None) or httpx.AsyncClient(headers={"User-Agent": "ywtb-connector"})
@@ -180,9 +162,12 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         deadlines=deadlines,
         reports=ReportService(sessions, deadlines),
         callbacks={
-            "permit": CallbackVerifier("permit", settings.permit, sessions),
-            "ywtb": CallbackVerifier("ywtb", settings.ywtb, sessions),
+            name: CallbackVerifier(
+                name, platform, sessions, max_json_depth=settings.limits.json_max_depth
+            )
+            for name, platform in (("permit", settings.permit), ("ywtb", settings.ywtb))
         },
         breakers=breakers,
         dead_letters=DeadLetters(settings.kafka, sessions, settings.dlq),
+        clients=clients,
     )

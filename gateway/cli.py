@@ -26,7 +26,7 @@ async def _serve(host: str, port: int) -> None:
     from gateway.runtime import api_server, stop_on_signals
 
     settings = load_settings()
-    server = api_server(create_app(settings), host, port)
+    server = api_server(create_app(settings), host, port, settings.limits)
     stop = asyncio.Event()
     stop_on_signals(stop)
     serving = asyncio.create_task(server.serve())

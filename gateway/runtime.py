@@ -10,6 +10,9 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from gateway.api.slowclients import header_timeout_protocol
+from gateway.settings import LimitsSettings
+
 
 class QuietSignalsServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to its host (we stop it ourselves)."""
@@ -19,8 +22,20 @@ class QuietSignalsServer(uvicorn.Server):
         yield
 
 
-def api_server(app: FastAPI, host: str, port: int) -> QuietSignalsServer:
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+def api_server(
+    app: FastAPI, host: str, port: int, limits: LimitsSettings | None = None
+) -> QuietSignalsServer:
+    limits = limits or LimitsSettings()
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        # Slow clients are cut: headers (gateway.api.slowclients), idle keep-alive.
+        http=header_timeout_protocol(limits.header_read_timeout_s),
+        timeout_keep_alive=limits.keep_alive_s,
+    )
     return QuietSignalsServer(config)
 
 

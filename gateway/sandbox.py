@@ -119,7 +119,7 @@ async def _serve(settings: Settings, port: int, simulators: dict[str, ServedApp]
     stop = asyncio.Event()
     stop_on_signals(stop)
     container = await bootstrap(settings)
-    server = api_server(create_app(container=container), "127.0.0.1", port)
+    server = api_server(create_app(container=container), "127.0.0.1", port, settings.limits)
     relay = Relay(container.sessions, container.bus, settings.relay)
     tasks = [
         asyncio.create_task(server.serve(), name="api"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER = "change-me"
@@ -64,16 +64,98 @@ class WorkerSettings(BaseModel):
     )
 
 
-class SecuritySettings(BaseModel):
-    api_keys: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description='internal API clients as JSON {"client-name": "key"}; stored hashed',
+#: What a client of the internal API may be allowed to do.
+Scope = Literal[
+    "applications:write",  # submit applications, report progress, request permits
+    "applications:read",  # read its own applications, their events and permits
+    "applications:all",  # read every client's applications (and 一网通办's cases)
+    "evidence:read",  # look up evidence (licences, project approvals)
+    "ops:read",  # outbox backlog, dead letters, readiness detail
+    "ops:replay",  # replay dead letters
+    "audit:read",  # read the exchange log
+]
+ALL_SCOPES: tuple[Scope, ...] = (
+    "applications:write",
+    "applications:read",
+    "applications:all",
+    "evidence:read",
+    "ops:read",
+    "ops:replay",
+    "audit:read",
+)
+
+
+class ClientSettings(BaseModel):
+    """One client of the internal API: its keys (two, to rotate), scopes and rate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[SecretStr] = Field(
+        min_length=1, max_length=2, description="its API keys (a second one while rotating)"
     )
+    scopes: list[Scope] = Field(description="what it may do")
+    rate_per_s: float = Field(50.0, gt=0, description="requests per second (token bucket)")
+
+
+class SecuritySettings(BaseModel):
+    clients: dict[str, ClientSettings] = Field(
+        default_factory=dict,
+        description=(
+            'internal API clients as JSON {"<name>": {"keys": [...], "scopes": [...], '
+            '"rate_per_s": N}}; the only valid clients (kept hashed, in memory)'
+        ),
+    )
+    public_docs: bool | None = Field(
+        None,
+        description=(
+            "/docs, /openapi.json and the detail of /readyz without a key; "
+            "unset: public in the sandbox only"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _keys_unique(self) -> SecuritySettings:
+        keys = [k.get_secret_value() for c in self.clients.values() for k in c.keys]
+        if len(keys) != len(set(keys)):
+            raise ValueError("security.clients: a key is given to more than one client")
+        if "sandbox" in self.clients:
+            raise ValueError("security.clients: the name 'sandbox' is the sandbox's own client")
+        return self
+
+
+class LimitsSettings(BaseModel):
+    """Limits that keep one caller from taking the service down."""
+
+    body_max_bytes: int = Field(1_048_576, gt=0, description="largest request body (default)")
+    body_max_bytes_by_path: dict[str, int] = Field(
+        default_factory=dict,
+        description='per-route body limits: JSON {"<path prefix>": bytes}; longest prefix wins',
+    )
+    body_read_timeout_s: float = Field(
+        30.0, gt=0, description="time allowed to send a whole request body"
+    )
+    header_read_timeout_s: float = Field(
+        10.0, gt=0, description="time allowed to send a request's headers (slow clients cut)"
+    )
+    keep_alive_s: int = Field(5, gt=0, description="idle keep-alive connections closed after")
+    callback_rate_per_s: float = Field(
+        200.0, gt=0, description="callbacks per second accepted from each platform"
+    )
+    auth_failures: int = Field(
+        20, gt=0, description="failed authentications from one peer before it is refused"
+    )
+    auth_failure_window_s: float = Field(
+        60.0, gt=0, description="window in which failed authentications of a peer are counted"
+    )
+    json_max_depth: int = Field(32, gt=0, description="deepest JSON nesting of a callback body")
 
 
 class SandboxSettings(BaseModel):
     api_key: SecretStr = Field(
         SecretStr("sandbox-key"), description="API key the sandbox accepts (client 'sandbox')"
+    )
+    rate_per_s: float = Field(
+        500.0, gt=0, description="requests per second of client 'sandbox' (benchmarks use it)"
     )
     permit_decision_delay_s: float = Field(
         5.0, description="how long the simulated road authority takes to decide"
@@ -270,6 +352,7 @@ class Settings(BaseSettings):
     relay: RelaySettings = Field(default_factory=RelaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     licence: LicenceSettings = Field(default_factory=LicenceSettings)
     project: ProjectSettings = Field(default_factory=ProjectSettings)

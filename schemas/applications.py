@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from schemas.credentials import CredentialParts, CredentialType, normalise_credential
 from schemas.deadlines import Deadline, DeadlineState
 from schemas.errors import InvalidInput
+from schemas.text import IsoDateTime, text
 
 #: 上海市 district codes (区划代码) and names.
 SHANGHAI_DISTRICTS: dict[str, str] = {
@@ -38,6 +39,11 @@ SHANGHAI_DISTRICTS: dict[str, str] = {
 }
 
 VoltageLevel = Literal["0.4kV", "10kV", "35kV", "110kV", "220kV"]
+VOLTAGE_LEVELS: tuple[str, ...] = get_args(VoltageLevel)
+DistrictCode = Literal[
+    "310101", "310104", "310105", "310106", "310107", "310109", "310110", "310112",
+    "310113", "310114", "310115", "310116", "310117", "310118", "310120", "310151",
+]  # fmt: skip
 BusinessType = Literal["new_connection", "capacity_increase"]
 
 #: Capacity (kVA) each voltage level admits, inclusive. Low voltage serves up to
@@ -53,7 +59,10 @@ CAPACITY_KVA: dict[str, tuple[float, float]] = {
 HIGH_VOLTAGE_FOR_PROJECT = ("35kV", "110kV", "220kV")
 
 #: 投资项目统一代码 YYYY-DDDDDD-II-TT-NNNNNN; TT 01 审批, 02 核准, 03 备案.
-PROJECT_CODE = re.compile(r"^(19|20)\d{2}-\d{6}-\d{2}-0[123]-\d{6}$")
+PROJECT_CODE_PATTERN = r"^(19|20)\d{2}-\d{6}-\d{2}-0[123]-\d{6}$"
+PROJECT_CODE = re.compile(PROJECT_CODE_PATTERN)
+#: 18 letters and digits: the shape of both credentials (check characters checked apart).
+CREDENTIAL_PATTERN = r"^[0-9A-Za-z]{18}$"
 
 
 class Procedure(StrEnum):
@@ -80,7 +89,10 @@ class EvidenceKind(StrEnum):
 
 class Applicant(BaseModel):
     credential_type: CredentialType = Field(description="uscc or resident_id")
-    credential_no: str = Field(description="统一社会信用代码 or 居民身份证号; normalised")
+    credential_no: str = Field(
+        pattern=CREDENTIAL_PATTERN,
+        description="统一社会信用代码 or 居民身份证号 (18 characters, check character valid)",
+    )
 
     @field_validator("credential_no")
     @classmethod
@@ -92,31 +104,51 @@ class Applicant(BaseModel):
 
 
 class Site(BaseModel):
-    address: str = Field(min_length=2, max_length=200, description="用电地址")
-    district_code: str = Field(description="Shanghai district code 3101xx")
-
-    @field_validator("district_code")
-    @classmethod
-    def _shanghai(cls, value: str) -> str:
-        if value not in SHANGHAI_DISTRICTS:
-            raise ValueError(f"unknown Shanghai district code {value!r} (expected 3101xx)")
-        return value
+    address: str = text(200, min_length=2, description="用电地址")
+    district_code: DistrictCode = Field(description="Shanghai district code 3101xx")
 
 
-class ConnectionRequest(BaseModel):
+def _capacity(level: str) -> Any:
+    low, high = CAPACITY_KVA[level]
+    return Field(
+        strict=True, ge=low, le=high, description=f"requested capacity in kVA ({low:g}–{high:g})"
+    )
+
+
+class _Connection(BaseModel):
     business_type: BusinessType
-    voltage_level: VoltageLevel
-    capacity_kva: float = Field(gt=0, description="requested capacity in kVA")
 
-    @field_validator("capacity_kva")
-    @classmethod
-    def _fits_voltage(cls, value: float, info: ValidationInfo) -> float:
-        level = info.data.get("voltage_level")
-        if level in CAPACITY_KVA:
-            low, high = CAPACITY_KVA[level]
-            if not low <= value <= high:
-                raise ValueError(f"{value:g} kVA is outside {low:g}–{high:g} kVA for {level}")
-        return value
+
+class LowVoltage(_Connection):
+    voltage_level: Literal["0.4kV"]
+    capacity_kva: float = _capacity("0.4kV")
+
+
+class TenKilovolt(_Connection):
+    voltage_level: Literal["10kV"]
+    capacity_kva: float = _capacity("10kV")
+
+
+class ThirtyFiveKilovolt(_Connection):
+    voltage_level: Literal["35kV"]
+    capacity_kva: float = _capacity("35kV")
+
+
+class HundredTenKilovolt(_Connection):
+    voltage_level: Literal["110kV"]
+    capacity_kva: float = _capacity("110kV")
+
+
+class TwoHundredTwentyKilovolt(_Connection):
+    voltage_level: Literal["220kV"]
+    capacity_kva: float = _capacity("220kV")
+
+
+#: The request; the capacity band depends on the voltage level (a union tagged by it).
+ConnectionRequest = Annotated[
+    LowVoltage | TenKilovolt | ThirtyFiveKilovolt | HundredTenKilovolt | TwoHundredTwentyKilovolt,
+    Field(discriminator="voltage_level"),
+]
 
 
 class ApplicationRequest(BaseModel):
@@ -127,8 +159,10 @@ class ApplicationRequest(BaseModel):
     applicant: Applicant
     site: Site
     request: ConnectionRequest
-    project_code: str | None = Field(None, description="投资项目代码 YYYY-DDDDDD-II-TT-NNNNNN")
-    received_at: datetime | None = Field(
+    project_code: str | None = Field(
+        None, pattern=PROJECT_CODE_PATTERN, description="投资项目代码 YYYY-DDDDDD-II-TT-NNNNNN"
+    )
+    received_at: IsoDateTime | None = Field(
         None,
         description=(
             "when the customer applied, with a time zone (default: when this request arrives); "
@@ -141,13 +175,6 @@ class ApplicationRequest(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("needs a time zone, e.g. +08:00")
-        return value
-
-    @field_validator("project_code")
-    @classmethod
-    def _project_code(cls, value: str | None) -> str | None:
-        if value is not None and not PROJECT_CODE.fullmatch(value):
-            raise ValueError("expected YYYY-DDDDDD-II-TT-NNNNNN with TT 01, 02 or 03")
         return value
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.errors import InvalidInput
+from schemas.text import IsoDateTime, optional_text, text
 
 
 class Stage(StrEnum):
@@ -47,17 +48,17 @@ class InboundCase(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    case_no: str = Field(description="办件编号 / 申办流水号: the idempotency key")
-    item_code: str = Field(description="事项编码")
-    credential_type: str = Field(description="uscc or resident_id")
-    credential_no: str
-    applicant_name: str
-    district_code: str
-    site_address: str
-    business_type: str
-    voltage_level: str
-    capacity_kva: float
-    project_code: str | None = None
+    case_no: str = text(64, description="办件编号 / 申办流水号: the idempotency key")
+    item_code: str = text(64, description="事项编码")
+    credential_type: str = text(16, description="uscc or resident_id")
+    credential_no: str = text(32)
+    applicant_name: str = text(200)
+    district_code: str = text(6)
+    site_address: str = text(200)
+    business_type: str = text(32)
+    voltage_level: str = text(16)
+    capacity_kva: float = Field(strict=True, gt=0)
+    project_code: str | None = optional_text(32)
     filed_at: datetime
 
 
@@ -79,10 +80,12 @@ class StageReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stage: Stage
-    handler: str = Field(min_length=1, max_length=200, description="办理人 / 办理部门")
-    occurred_at: datetime | None = Field(None, description="when it happened; default now")
-    reason: str | None = Field(None, max_length=1000, description="required for 补正 / 不予受理")
-    result_code: str | None = Field(None, max_length=32, description="办结结果代码")
+    handler: str = text(200, description="办理人 / 办理部门")
+    occurred_at: IsoDateTime | None = Field(
+        None, description="when it happened, with its offset; default now"
+    )
+    reason: str | None = optional_text(1000, description="required for 补正 / 不予受理")
+    result_code: str | None = optional_text(32, description="办结结果代码")
 
 
 def check_stage_report(report: StageReport) -> None:

@@ -8,12 +8,17 @@ adapter boundary; only ``gateway/`` maps them to HTTP status codes::
     ├── TransientError            may succeed if tried again later
     │   ├── PlatformUnavailable   timeout, connection refused, 5xx, circuit open
     │   ├── BrokerUnavailable     Kafka did not acknowledge
-    │   └── StoreUnavailable      the database did not answer
+    │   ├── StoreUnavailable      the database did not answer
+    │   ├── RateLimited           a caller is over its rate (retry after ``retry_after_s``)
+    │   └── RequestTimeout        the caller sent its request too slowly
     └── PermanentError            the same request will fail the same way again
         ├── InvalidInput          the caller's data is wrong (field + reason)
         ├── NotFound              the record does not exist (here or on a platform)
         ├── Conflict              the request contradicts an earlier one
         ├── Unauthorized          missing or bad credentials, bad signature
+        ├── Forbidden             authenticated, but the client lacks the scope
+        ├── PayloadTooLarge       a request body over its route's limit
+        ├── UnsupportedMediaType  a request body that is not JSON
         └── PlatformRejected      a platform refused the request (code + detail)
 
 Retries (tenacity) are decided by type: ``TransientError`` only.
@@ -65,6 +70,22 @@ class StoreUnavailable(TransientError):
     code = "store_unavailable"
 
 
+class RateLimited(TransientError):
+    """The caller is over its rate; it may try again after ``retry_after_s`` seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after_s: int, **context: Any) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s, **context)
+        self.retry_after_s = retry_after_s
+
+
+class RequestTimeout(TransientError):
+    """The caller did not send its request (headers or body) in time."""
+
+    code = "request_timeout"
+
+
 class PermanentError(ConnectorError):
     """Will fail the same way again: never retried."""
 
@@ -98,6 +119,24 @@ class Unauthorized(PermanentError):
     """Missing or bad credentials or signature."""
 
     code = "unauthorized"
+
+
+class Forbidden(PermanentError):
+    """Authenticated, but the client's scopes do not include what the operation needs."""
+
+    code = "forbidden"
+
+
+class PayloadTooLarge(PermanentError):
+    """The request body is larger than the route accepts."""
+
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(PermanentError):
+    """The request body is not in a media type the route reads (JSON)."""
+
+    code = "unsupported_media_type"
 
 
 class PlatformRejected(PermanentError):

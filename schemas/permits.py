@@ -7,6 +7,11 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.text import IsoDate, optional_text, text
+
+#: 统一社会信用代码 (shape; its check character is the platform's to check).
+USCC_PATTERN = r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$"
+
 
 class PermitRequest(BaseModel):
     """What the connector files with the road authority for an application's external works."""
@@ -54,12 +59,12 @@ class PermitDecision(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    filing_no: str
+    filing_no: str = text(64)
     outcome: PermitOutcome
-    permit_no: str | None = Field(None, description="许可证号, when approved")
+    permit_no: str | None = optional_text(100, description="许可证号, when approved")
     valid_from: date | None = None
     valid_to: date | None = None
-    reason: str | None = Field(None, description="不予许可理由, when refused")
+    reason: str | None = optional_text(1000, description="不予许可理由, when refused")
     decided_at: datetime
 
 
@@ -71,16 +76,18 @@ class PermitWorks(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    works_name: str = Field(min_length=1, max_length=200, description="工程名称")
-    contractor_name: str = Field(min_length=1, max_length=200, description="施工单位")
-    contractor_uscc: str | None = Field(None, description="施工单位统一社会信用代码")
-    road: str = Field(min_length=1, max_length=200, description="道路名称")
-    section_start: str = Field(min_length=1, max_length=200, description="起点")
-    section_end: str = Field(min_length=1, max_length=200, description="止点")
-    excavation_length_m: float = Field(gt=0, le=100_000, description="挖掘长度 (m)")
-    excavation_area_m2: float = Field(gt=0, le=1_000_000, description="挖掘面积 (m²)")
-    period_start: date
-    period_end: date
+    works_name: str = text(200, description="工程名称")
+    contractor_name: str = text(200, description="施工单位")
+    contractor_uscc: str | None = Field(
+        None, pattern=USCC_PATTERN, description="施工单位统一社会信用代码"
+    )
+    road: str = text(200, description="道路名称")
+    section_start: str = text(200, description="起点")
+    section_end: str = text(200, description="止点")
+    excavation_length_m: float = Field(strict=True, gt=0, le=100_000, description="挖掘长度 (m)")
+    excavation_area_m2: float = Field(strict=True, gt=0, le=1_000_000, description="挖掘面积 (m²)")
+    period_start: IsoDate = Field(description="施工期限自")
+    period_end: IsoDate = Field(description="施工期限至")
 
     @model_validator(mode="after")
     def _period_in_order(self) -> PermitWorks:

@@ -59,16 +59,23 @@ def settings_env(settings: Settings) -> dict[str, str]:
         for name, value in model:
             if value is None:
                 continue
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            if isinstance(value, dict):
-                value = {
-                    k: v.get_secret_value() if isinstance(v, SecretStr) else v
-                    for k, v in value.items()
-                }
+            value = _plain(value)
             text = json.dumps(value) if isinstance(value, list | dict) else str(value)
             env[f"YWTB_{concern.upper()}_{name.upper()}"] = text
     return env
+
+
+def _plain(value: object) -> object:
+    """A settings value as JSON-ready data, secrets revealed (nested models and dicts too)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return {name: _plain(field) for name, field in value}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def worker_process(name: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:

@@ -11,15 +11,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from gateway.api import applications, flows, health, metrics, ops, reports
+from gateway.api import applications, contract, flows, health, metrics, ops, reports
 from gateway.api.docs import install_offline_docs
+from gateway.api.limits import BodyLimit, CallerLimits, HeadAsGet
 from gateway.api.metrics import ops_figures_running
 from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
 from gateway.console import routes as console
 from gateway.logs import request_id
 from gateway.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings
 from gateway.tracing import TRACE_ID_HEADER, current_ids, untraced
 
 log = logging.getLogger("gateway.access")
@@ -28,6 +29,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
     """The API; with ``container`` the caller owns its lifetime, else the lifespan builds one."""
+    resolved = container.settings if container is not None else settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,7 +38,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             async with ops_figures_running(app, container):
                 yield
             return
-        built = await bootstrap(settings)
+        built = await bootstrap(resolved)
         app.state.container = built
         try:
             async with ops_figures_running(app, built):
@@ -50,11 +52,19 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         version="0.1.0",
         lifespan=lifespan,
         telemetry={"exclude": untraced},
+        # Served by gateway.api.contract: public or behind a key, by a setting.
+        openapi_url=None,
         docs_url=None,
         redoc_url=None,
     )
+    app.state.settings = resolved
     install_problem_handlers(app)
     install_offline_docs(app)
+    # Innermost first: HEAD as GET, then the body limit, then the callers' limits;
+    # the request id (below) wraps them all so that every refusal names its request.
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(BodyLimit, settings=resolved.limits)
+    app.add_middleware(CallerLimits, settings=resolved.limits)
 
     @app.middleware("http")
     async def _request_id(
@@ -91,6 +101,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(metrics.router)
     app.include_router(ops.router)
     console.install(app)
+    contract.install(app)
     return app
 
 

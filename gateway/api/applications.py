@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
-from gateway.api.deps import ClientDep, ContainerDep
+from gateway.api.deps import ApplicationId, ContainerDep, EvidenceClient, ReadClient, WriteClient
 from gateway.api.problems import problem_responses
 from schemas.applications import (
-    PROJECT_CODE,
+    CREDENTIAL_PATTERN,
+    PROJECT_CODE_PATTERN,
     ApplicationFilter,
     ApplicationPage,
     ApplicationRequest,
@@ -23,6 +23,7 @@ from schemas.applications import (
 from schemas.credentials import CredentialType, normalise_credential
 from schemas.deadlines import DeadlineState
 from schemas.errors import InvalidInput
+from schemas.text import IsoDateTime
 
 router = APIRouter(prefix="/api/v1", tags=["一证办电"])
 
@@ -37,15 +38,22 @@ PROBLEMS = problem_responses(401, 404, 422, 503)
 )
 async def submit_application(
     body: ApplicationRequest,
-    client: ClientDep,
+    client: WriteClient,
     container: ContainerDep,
     response: Response,
     idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            pattern=r"^[\x21-\x7e]+$",
+            description="visible ASCII; the same key and body answer the same application",
+        ),
     ] = None,
 ) -> ApplicationResource:
     submitted = await container.applications.submit(
-        body, client=client, idempotency_key=idempotency_key
+        body, client=client.name, idempotency_key=idempotency_key
     )
     response.headers["Location"] = f"/api/v1/applications/{submitted.application.id}"
     if not submitted.created:
@@ -60,7 +68,7 @@ async def submit_application(
     responses=PROBLEMS,
 )
 async def list_applications(
-    client: ClientDep,
+    client: ReadClient,
     container: ContainerDep,
     case_no: Annotated[str | None, Query(max_length=64, description="办件编号")] = None,
     status: ApplicationStatus | None = None,
@@ -70,8 +78,8 @@ async def list_applications(
     credential: Annotated[
         str | None, Query(max_length=32, description="统一社会信用代码 or 居民身份证号")
     ] = None,
-    created_from: Annotated[datetime | None, Query(description="created at or after")] = None,
-    created_to: Annotated[datetime | None, Query(description="created before")] = None,
+    created_from: Annotated[IsoDateTime | None, Query(description="created at or after")] = None,
+    created_to: Annotated[IsoDateTime | None, Query(description="created before")] = None,
     cursor: Annotated[str | None, Query(max_length=400, description="next_cursor")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> ApplicationPage:
@@ -93,9 +101,9 @@ async def list_applications(
     "/applications/{application_id}", summary="An application and its dossier", responses=PROBLEMS
 )
 async def get_application(
-    application_id: str, _client: ClientDep, container: ContainerDep
+    application_id: ApplicationId, client: ReadClient, container: ContainerDep
 ) -> ApplicationResource:
-    return await container.applications.get(application_id)
+    return await container.applications.get(application_id, client)
 
 
 @router.get(
@@ -104,7 +112,9 @@ async def get_application(
     responses=PROBLEMS,
 )
 async def get_licence_evidence(
-    uscc: str, _client: ClientDep, container: ContainerDep
+    uscc: Annotated[str, Path(pattern=CREDENTIAL_PATTERN, description="统一社会信用代码")],
+    _client: EvidenceClient,
+    container: ContainerDep,
 ) -> EvidenceRecord:
     try:
         uscc = normalise_credential(CredentialType.USCC, uscc)
@@ -119,10 +129,10 @@ async def get_licence_evidence(
     responses=PROBLEMS,
 )
 async def get_project_evidence(
-    project_code: str, _client: ClientDep, container: ContainerDep
+    project_code: Annotated[str, Path(pattern=PROJECT_CODE_PATTERN, description="投资项目代码")],
+    _client: EvidenceClient,
+    container: ContainerDep,
 ) -> EvidenceRecord:
-    if not PROJECT_CODE.fullmatch(project_code):
-        raise InvalidInput("project_code", "expected YYYY-DDDDDD-II-TT-NNNNNN with TT 01, 02 or 03")
     return await _evidence(container, EvidenceKind.PROJECT, project_code)
 
 

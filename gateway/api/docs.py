@@ -12,6 +12,8 @@ from fastapi.openapi.docs import (
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from gateway.api.contract import DocsAccess
+
 ASSETS = "/docs/assets"
 #: The assets the two pages load, all from this app.
 SWAGGER_JS = f"{ASSETS}/swagger-ui-bundle.js"
@@ -23,12 +25,13 @@ OAUTH2_REDIRECT = "/docs/oauth2-redirect"
 
 def install_offline_docs(app: FastAPI) -> None:
     """Serve ``/docs``, ``/redoc`` and their assets; the app must be built with
-    ``docs_url=None, redoc_url=None``."""
+    ``docs_url=None, redoc_url=None``. The pages follow ``security.public_docs`` as the
+    document does; the assets (the UI's own scripts) are public."""
     app.mount(ASSETS, StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
 
     @app.get("/docs", include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
+    async def swagger_ui(_access: DocsAccess) -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=openapi_url,
             title=f"{app.title} — Swagger UI",
@@ -45,7 +48,7 @@ def install_offline_docs(app: FastAPI) -> None:
         return get_swagger_ui_oauth2_redirect_html()
 
     @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
+    async def redoc(_access: DocsAccess) -> HTMLResponse:
         return get_redoc_html(
             openapi_url=openapi_url,
             title=f"{app.title} — ReDoc",

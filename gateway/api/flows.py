@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,8 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.permit.mapping import decision_from_callback
 from adapters.ywtb.mapping import case_from_callback
-from gateway.api.deps import ClientDep, ContainerDep, SessionDep
+from gateway.api.deps import (
+    ApplicationId,
+    ContainerDep,
+    ReadClient,
+    ResourceId,
+    SessionDep,
+    WriteClient,
+)
 from gateway.api.problems import problem_responses
+from gateway.applications import visible_application
 from gateway.store.models import Application, Delivery, TimelineEntry
 from schemas.applications import DeliveryRecord, TimelineItem
 from schemas.cases import StageChangeResource, StageReport
@@ -34,8 +41,9 @@ ACK = {"code": "0000", "msg": "成功"}
     responses=problem_responses(401, 404, 409, 422),
 )
 async def request_permit(
-    application_id: str, works: PermitWorks, _client: ClientDep, container: ContainerDep
+    application_id: ApplicationId, works: PermitWorks, client: WriteClient, container: ContainerDep
 ) -> PermitResource:
+    await container.applications.check_visible(application_id, client)
     return await container.permits.request(application_id, works)
 
 
@@ -44,8 +52,15 @@ async def request_permit(
     summary="A permit and the authority's decision",
     responses=problem_responses(401, 404),
 )
-async def get_permit(permit_id: str, _client: ClientDep, container: ContainerDep) -> PermitResource:
-    return await container.permits.get(permit_id)
+async def get_permit(
+    permit_id: ResourceId, client: ReadClient, container: ContainerDep
+) -> PermitResource:
+    permit = await container.permits.get(permit_id)
+    try:
+        await container.applications.check_visible(permit.application_id, client)
+    except NotFound:
+        raise NotFound(f"permit {permit_id} not found") from None
+    return permit
 
 
 @router.post(
@@ -55,8 +70,9 @@ async def get_permit(permit_id: str, _client: ClientDep, container: ContainerDep
     responses=problem_responses(401, 404, 409, 422),
 )
 async def report_progress(
-    application_id: str, report: StageReport, _client: ClientDep, container: ContainerDep
+    application_id: ApplicationId, report: StageReport, client: WriteClient, container: ContainerDep
 ) -> StageChangeResource:
+    await container.applications.check_visible(application_id, client)
     return await container.cases.report_stage(application_id, report)
 
 
@@ -66,8 +82,9 @@ async def report_progress(
     responses=problem_responses(401, 404),
 )
 async def timeline(
-    application_id: str, _client: ClientDep, session: SessionDep
+    application_id: ApplicationId, client: ReadClient, session: SessionDep
 ) -> list[TimelineItem]:
+    await visible_application(session, application_id, client)
     return await load_timeline(session, application_id)
 
 
@@ -109,16 +126,6 @@ async def load_timeline(session: AsyncSession, application_id: str) -> list[Time
     ]
 
 
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise InvalidInput("body", f"not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidInput("body", "expected a JSON object")
-    return data
-
-
 def _parsed(parse: Callable[[dict[str, Any]], T], data: dict[str, Any]) -> T:
     """The platform's body as a canonical model; its ValueError names the field."""
     try:
@@ -135,8 +142,7 @@ def _parsed(parse: Callable[[dict[str, Any]], T], data: dict[str, Any]) -> T:
     responses=problem_responses(401, 404, 422),
 )
 async def permit_callback(request: Request, container: ContainerDep) -> dict[str, str]:
-    app_id, body = await container.callbacks["permit"].verify(request)
-    data = _json(body)
+    app_id, data = await container.callbacks["permit"].verify(request)
     decision = _parsed(decision_from_callback, data)
     await container.permits.apply_decision(decision, app_id, data)
     return ACK
@@ -149,8 +155,7 @@ async def permit_callback(request: Request, container: ContainerDep) -> dict[str
     responses=problem_responses(401, 422),
 )
 async def case_callback(request: Request, container: ContainerDep) -> dict[str, str]:
-    app_id, body = await container.callbacks["ywtb"].verify(request)
-    data = _json(body)
+    app_id, data = await container.callbacks["ywtb"].verify(request)
     case = _parsed(case_from_callback, data)
     application_id = await container.cases.receive(case, app_id, data)
     return {**ACK, "application_id": application_id}

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from gateway.api.deps import ClientDep, ContainerDep, SessionDep
+from gateway.api.deps import ContainerDep, OpsClient, ReadyDetailDep, SessionDep
 from gateway.outbox import backlog
 from gateway.store.db import store_errors
 from schemas.errors import ConnectorError, StoreUnavailable
@@ -22,7 +22,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["ops"], summary="Store, broker, outbox backlog and each platform")
-async def readyz(container: ContainerDep) -> JSONResponse:
+async def readyz(container: ContainerDep, detail: ReadyDetailDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     ready = True
     try:
@@ -44,11 +44,13 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     # An open circuit is reported, not fatal: the connector keeps accepting work
     # (evidence stays pending, deliveries wait) while a government platform is down.
     checks["platforms"] = {name: breaker.snapshot() for name, breaker in container.breakers.items()}
-    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    body: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
+    if detail:  # public by a setting (the sandbox), else for a client with ops:read
+        body["checks"] = checks
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/api/v1/ops/outbox", tags=["ops"], summary="Events not yet published")
-async def outbox_backlog(_client: ClientDep, session: SessionDep) -> dict[str, Any]:
+async def outbox_backlog(_client: OpsClient, session: SessionDep) -> dict[str, Any]:
     count, oldest_age = await backlog(session)
     return {"pending": count, "oldest_age_s": oldest_age}

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 
-from gateway.api.deps import ClientDep
+from gateway.api.deps import OpsClient
 from gateway.bootstrap import Container
 from gateway.metrics import Exposition, FiguresCollector
 from gateway.opsdata import OpsFigures, figures_for
@@ -34,7 +34,7 @@ def exposition_of(request: Request) -> Exposition:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
-async def metrics(_client: ClientDep, request: Request) -> Response:
+async def metrics(_client: OpsClient, request: Request) -> Response:
     return Response(generate_latest(exposition_of(request)), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -12,21 +12,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from gateway.api.deps import ClientDep, ContainerDep
+from gateway.api.deps import ContainerDep, OpsClient, ReplayClient
 from gateway.api.problems import problem_responses
 from gateway.dlq import DeadLetterFilter, DeadLetters
 
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 
 
-async def ops_reader(client: ClientDep) -> str:
+async def ops_reader(client: OpsClient) -> str:
     """The calling client, allowed to read ops data (scope ``ops:read``)."""
-    return client
+    return client.name
 
 
-async def ops_replayer(client: ClientDep) -> str:
+async def ops_replayer(client: ReplayClient) -> str:
     """The calling client, allowed to replay dead letters (scope ``ops:replay``)."""
-    return client
+    return client.name
 
 
 OpsReader = Annotated[str, Depends(ops_reader)]

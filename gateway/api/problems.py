@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,18 +11,26 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from gateway.logs import request_id
 from gateway.tracing import TRACE_ID_HEADER, current_ids
+from schemas.applications import VOLTAGE_LEVELS
 from schemas.errors import (
     Conflict,
     ConnectorError,
+    Forbidden,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     PermanentError,
     PlatformRejected,
+    RateLimited,
+    RequestTimeout,
     TransientError,
     Unauthorized,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger(__name__)
@@ -46,19 +55,31 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
+#: What each status an operation can answer means (the OpenAPI descriptions).
+DESCRIBED: dict[int, str] = {
+    400: "the body could not be read",
+    401: "missing or bad API key (or callback signature)",
+    403: "the client's scopes do not allow this operation",
+    404: "not found (or another client's)",
+    405: "method not allowed (see Allow)",
+    408: "the request was sent too slowly",
+    409: "conflict with an earlier request",
+    413: "request body over the route's limit",
+    415: "request body is not JSON",
+    422: "invalid request; each field named",
+    429: "over the rate; retry after Retry-After seconds",
+    500: "unexpected error",
+    502: "a platform refused the request",
+    503: "a platform or the store is unavailable; retry later",
+}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the problems an operation can answer."""
-    described = {
-        401: "missing or bad API key",
-        404: "not found",
-        409: "conflict with an earlier request",
-        422: "invalid request; each field named",
-        503: "a platform or the store is unavailable",
-    }
     return {
         status: {
             "model": Problem,
-            "description": described.get(status, "error"),
+            "description": DESCRIBED.get(status, "error"),
             "content": {PROBLEM_JSON: {}},
         }
         for status in statuses
@@ -70,14 +91,39 @@ _STATUS: list[tuple[type[ConnectorError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (Unauthorized, 401),
+    (Forbidden, 403),
+    (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
     (PlatformRejected, 502),
     (PermanentError, 400),
+    (RateLimited, 429),
+    (RequestTimeout, 408),
     (TransientError, 503),
+]
+
+#: One title per problem type: the title of the error class that answers it.
+_TITLES: list[tuple[type[ConnectorError], str]] = [
+    (InvalidInput, "Invalid request"),
+    (NotFound, "Not found"),
+    (Conflict, "Conflict"),
+    (Unauthorized, "Unauthorized"),
+    (Forbidden, "Forbidden"),
+    (PayloadTooLarge, "Request body too large"),
+    (UnsupportedMediaType, "Unsupported media type"),
+    (PlatformRejected, "Rejected by a platform"),
+    (PermanentError, "Bad request"),
+    (RateLimited, "Too many requests"),
+    (RequestTimeout, "Request timeout"),
+    (TransientError, "Service unavailable"),
 ]
 
 
 def status_for(error: ConnectorError) -> int:
     return next((status for kind, status in _STATUS if isinstance(error, kind)), 500)
+
+
+def title_for(error: ConnectorError) -> str:
+    return next((title for kind, title in _TITLES if isinstance(error, kind)), "Error")
 
 
 def problem(
@@ -112,7 +158,48 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in {"body", "query", "path", "header"}:
         parts = parts[1:]
+    # The tag of a tagged union (request.<voltage level>.capacity_kva) is not a field.
+    parts = [p for p in parts if p not in VOLTAGE_LEVELS]
     return ".".join(parts) or "body"
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes on this path (Starlette names only the first route's)."""
+    routes = request.app.router.routes
+    methods = {
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    }
+    if "GET" in methods:
+        methods.add("HEAD")  # answered by gateway.api.limits.HeadAsGet
+    return sorted(methods)
+
+
+def problem_for(request: Request, exc: ConnectorError) -> JSONResponse:
+    """The problem+json answer of an error from the tree."""
+    status = status_for(exc)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, RequestTimeout):
+        headers["Connection"] = "close"  # what is left of a slow body is not waited for
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidInput):
+        extra["errors"] = [{"field": exc.field, "reason": exc.reason}]
+    if status >= 500:
+        log.warning("request failed", extra={"code": exc.code, "detail": exc.detail})
+    return problem(request, status, exc.code, title_for(exc), exc.detail, headers, **extra)
+
+
+async def send_problem(scope: Scope, receive: Receive, send: Send, exc: ConnectorError) -> None:
+    """Answer an ASGI request with ``exc`` as problem+json (for the middleware)."""
+    await problem_for(Request(scope, receive), exc)(scope, receive, send)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -123,27 +210,22 @@ def install_problem_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         fields = ", ".join(e["field"] for e in errors)
-        return problem(
-            request, 422, "invalid_input", "Invalid request", f"invalid: {fields}", errors=errors
-        )
+        title = title_for(InvalidInput("body", ""))
+        return problem(request, 422, "invalid_input", title, f"invalid: {fields}", errors=errors)
 
     @app.exception_handler(ConnectorError)
     async def _connector(request: Request, exc: ConnectorError) -> JSONResponse:
-        status = status_for(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        extra: dict[str, Any] = {}
-        if isinstance(exc, InvalidInput):
-            extra["errors"] = [{"field": exc.field, "reason": exc.reason}]
-        if status >= 500:
-            log.warning("request failed", extra={"code": exc.code, "detail": exc.detail})
-        title = type(exc).__name__
-        return problem(request, status, exc.code, title, exc.detail, headers, **extra)
+        return problem_for(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(
-            request, exc.status_code, f"http_{exc.status_code}", str(exc.detail), str(exc.detail)
-        )
+        # Starlette's own answers (unknown route, 405 with its Allow header, unreadable body).
+        title = HTTPStatus(exc.status_code).phrase
+        code = f"http_{exc.status_code}"
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem(request, exc.status_code, code, title, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

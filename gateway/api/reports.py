@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from gateway.api.deps import ClientDep, ContainerDep
+from gateway.api.deps import ContainerDep, OpsClient
 from gateway.api.problems import problem_responses
 from gateway.reports import GettingElectricityReport
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
     responses=problem_responses(401, 422),
 )
 async def getting_electricity(
-    _client: ClientDep,
+    _client: OpsClient,
     container: ContainerDep,
     period_from: Annotated[
         date, Query(alias="from", description="first day customers applied (CST), YYYY-MM-DD")

@@ -9,7 +9,9 @@ a form token bound to the session, and the cookie is ``SameSite=Strict``.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,24 +20,25 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import func, select
 
-from gateway.api.deps import ContainerDep, SessionDep, authenticated_client
+from gateway.access import Client, hash_key
+from gateway.api.deps import ContainerDep, SessionDep
 from gateway.api.flows import load_timeline
 from gateway.api.problems import status_for
-from gateway.bootstrap import Container, hash_key
+from gateway.bootstrap import Container
 from gateway.console import session as sessions
 from gateway.dlq import DeadLetterFilter, ReplayReport
 from gateway.lag import worker_lag
 from gateway.outbox import backlog
-from gateway.store.models import ApiClient, Application, ApplicationEvidence, Case
+from gateway.settings import Scope
+from gateway.store.models import Application, ApplicationEvidence, Case
 from gateway.workers import WORKER_TOPICS
 from schemas.applications import ApplicationStatus, EvidenceStatus
-from schemas.errors import ConnectorError, InvalidInput, NotFound, Unauthorized
+from schemas.errors import ConnectorError, Forbidden, InvalidInput, NotFound, Unauthorized
 from schemas.events import TOPICS
 
 STATIC = Path(__file__).with_name("static")
@@ -61,6 +64,7 @@ class Operator:
     client: str
     csrf: str
     binding: str
+    principal: Client
 
 
 def _secret(request: Request) -> bytes:
@@ -72,39 +76,49 @@ def _secret(request: Request) -> bytes:
     return secret
 
 
-async def operator(request: Request, session: SessionDep) -> Operator:
-    """The signed-in client, from ``Authorization: Bearer`` or the session cookie."""
+async def operator(request: Request, container: ContainerDep) -> Operator:
+    """The signed-in client, from ``Authorization: Bearer`` or the session cookie.
+
+    Both are checked against the configured clients (``container.clients``), exactly
+    as the API checks its keys: a key removed from the settings ends its sessions.
+    """
     secret = _secret(request)
     authorization = request.headers.get("authorization", "")
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() == "bearer" and key:
-        try:  # the API's own check, so the console accepts exactly the keys the API does
-            name = await authenticated_client(
-                session, HTTPAuthorizationCredentials(scheme=scheme, credentials=key.strip())
-            )
-        except Unauthorized:
-            raise LoginRequired from None
+        client = container.clients.authenticate(key.strip())
+        if client is None:
+            raise LoginRequired
         binding = f"bearer:{hash_key(key.strip())}"
-        return Operator(name, sessions.csrf_token(secret, binding), binding)
+        return Operator(client.name, sessions.csrf_token(secret, binding), binding, client)
     cookie = request.cookies.get(sessions.COOKIE)
     found = sessions.verify(secret, cookie) if cookie else None
     if cookie is None or found is None:
         raise LoginRequired
-    client = await session.scalar(select(ApiClient).where(ApiClient.name == found.client))
-    if client is None or sessions.fingerprint(secret, client.key_hash) != found.key_fingerprint:
+    client = next(
+        (
+            c
+            for key_hash, c in container.clients.keys_of(found.client).items()
+            if hmac.compare_digest(sessions.fingerprint(secret, key_hash), found.key_fingerprint)
+        ),
+        None,
+    )
+    if client is None:
         raise LoginRequired
-    return Operator(client.name, sessions.csrf_token(secret, cookie), cookie)
+    return Operator(client.name, sessions.csrf_token(secret, cookie), cookie, client)
 
 
-async def console_reader(who: Annotated[Operator, Depends(operator)]) -> Operator:
-    """May read the console (scope ``ops:read``)."""
-    return who
+def _scoped(scope: Scope) -> Callable[[Operator], Awaitable[Operator]]:
+    async def check(who: Annotated[Operator, Depends(operator)]) -> Operator:
+        if not who.principal.may(scope):
+            raise Forbidden(f"client {who.client} lacks the scope {scope}")
+        return who
+
+    return check
 
 
-async def console_replayer(who: Annotated[Operator, Depends(operator)]) -> Operator:
-    """May replay dead letters from the console (scope ``ops:replay``)."""
-    return who
-
+console_reader = _scoped("ops:read")
+console_replayer = _scoped("ops:replay")
 
 Reader = Annotated[Operator, Depends(console_reader)]
 Replayer = Annotated[Operator, Depends(console_replayer)]
@@ -153,20 +167,16 @@ async def login_form(request: Request, next: str = PREFIX) -> HTMLResponse:
 
 
 @router.post("/login")
-async def login(request: Request, session: SessionDep, container: ContainerDep) -> Response:
+async def login(request: Request, container: ContainerDep) -> Response:
     form = await _form(request)
     key, target = _one(form, "api_key").strip(), _safe_next(_one(form, "next"))
-    try:
-        name = await authenticated_client(
-            session, HTTPAuthorizationCredentials(scheme="Bearer", credentials=key)
-        )
-    except Unauthorized as refused:
+    client = container.clients.authenticate(key)
+    if client is None:
         context = {"next": target, "error": "This API key is not valid."}
+        refused = Unauthorized("unknown API key", code="bad_credentials")
         return _page(request, "login.html", context, status_code=status_for(refused))
-    client = await session.scalar(select(ApiClient).where(ApiClient.name == name))
-    assert client is not None
     ttl = container.settings.console.session_ttl_s
-    value = sessions.issue(_secret(request), client.name, client.key_hash, ttl)
+    value = sessions.issue(_secret(request), client.name, hash_key(key), ttl)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         sessions.COOKIE,

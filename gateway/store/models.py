@@ -46,7 +46,10 @@ class Base(DeclarativeBase):
 
 
 class ApiClient(Base):
-    """A client of the internal API; only the SHA-256 of its key is kept."""
+    """A record of API client names from earlier versions; never read to authenticate.
+
+    The configured clients (``YWTB_SECURITY_CLIENTS``, ``gateway.access``) are the only truth.
+    """
 
     __tablename__ = "api_clients"
 
@@ -130,6 +133,9 @@ class Application(Base):
     procedures: Mapped[list[str]] = mapped_column(JSON)
     time_limit_days: Mapped[int] = mapped_column(Integer)
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    owner: Mapped[str] = mapped_column(
+        String(100), index=True, comment="the API client that created it (ywtb: 一网通办 cases)"
+    )
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(

@@ -122,6 +122,7 @@ async def test_a_bearer_key_opens_the_console_too(
                 created_at=two_hours_ago,
                 updated_at=two_hours_ago,
                 received_at=two_hours_ago,
+                owner="sandbox",
             )
         )
         session.add(
