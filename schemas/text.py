@@ -6,6 +6,7 @@ JSON Schema (``pattern``, ``maxLength``) as well as enforced.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -25,11 +26,14 @@ def optional_text(max_length: int, **field: Any) -> Any:
     return Field(None, min_length=1, max_length=max_length, pattern=PRINTABLE, **field)
 
 
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
 def _iso_text(value: Any) -> Any:
-    """Dates and times come as ISO 8601 text (not numbers read as Unix times)."""
-    if isinstance(value, str | date):
+    """Dates and times come as ISO 8601 text (not numbers, nor digits read as Unix times)."""
+    if isinstance(value, date) or (isinstance(value, str) and _ISO.match(value)):
         return value
-    raise ValueError("expected an ISO 8601 string")
+    raise ValueError("expected an ISO 8601 date or date-time, e.g. 2026-11-26T10:00:00+08:00")
 
 
 #: A date as ``YYYY-MM-DD`` text only.

@@ -29,6 +29,7 @@ def exposition_of(request: Request) -> Exposition:
 
 @router.get(
     "/metrics",
+    include_in_schema=False,  # Prometheus text, for scrapers; README ("Metrics") documents it
     tags=["ops"],
     summary="Prometheus metrics (families ywtb_*)",
     response_class=Response,

@@ -6,15 +6,16 @@ checks (``ops:read``, ``ops:replay``) belong there, one dependency each.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import ContainerDep, OpsClient, ReplayClient
 from gateway.api.problems import problem_responses
 from gateway.dlq import DeadLetterFilter, DeadLetters
+from schemas.text import IsoDateTime, optional_text, text
 
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 
@@ -41,19 +42,21 @@ DeadLettersDep = Annotated[DeadLetters, Depends(dead_letters)]
 
 
 class ReplayRequest(BaseModel):
-    event_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    event_ids: list[Annotated[str, text(64)]] = Field(
         min_length=1, description="the CloudEvent ids (ce_id) of the dead letters to replay"
     )
     dry_run: bool = Field(True, description="only say what would be sent where")
-    worker: str | None = Field(None, description="only the dead letters of this worker")
+    worker: str | None = optional_text(100, description="only the dead letters of this worker")
 
 
 def letter_filter(
     topic: Annotated[str | None, Query(description="original topic, or its .dlq")] = None,
     worker: Annotated[str | None, Query(description="the worker that gave up")] = None,
     error: Annotated[str | None, Query(description="text in the error (any case)")] = None,
-    since: Annotated[datetime | None, Query(description="died at or after (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="died before (ISO 8601)")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="died at or after (ISO 8601)")] = None,
+    until: Annotated[IsoDateTime | None, Query(description="died before (ISO 8601)")] = None,
     application_id: Annotated[str | None, Query(description="the application (key)")] = None,
     include_resolved: Annotated[
         bool, Query(description="also letters applied or replayed since they died")
@@ -85,17 +88,18 @@ async def list_dead_letters(
 
 
 @router.get(
-    "/dead-letters/{event_id}",
+    # Only a UUID matches, so ``/dead-letters/replay`` is not read as an event id.
+    "/dead-letters/{event_id:uuid}",
     summary="One dead letter: headers, payload and attempt history",
     responses=problem_responses(401, 404, 503),
 )
 async def show_dead_letter(
-    event_id: str,
+    event_id: UUID,
     _client: OpsReader,
     service: DeadLettersDep,
     worker: Annotated[str | None, Query(description="the worker, if several gave up")] = None,
 ) -> dict[str, Any]:
-    return (await service.get(event_id, worker)).details()
+    return (await service.get(str(event_id), worker)).details()
 
 
 @router.post(
