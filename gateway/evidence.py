@@ -2,6 +2,8 @@
 
 ``obtain`` answers from the store when the record is fresher than
 ``max_age_s`` and still within its validity; otherwise it asks the platform.
+No session is open while a platform is called: a pooled connection is never
+held waiting on a government platform.
 """
 
 from __future__ import annotations
@@ -94,16 +96,31 @@ class EvidenceService:
     async def stored(self, kind: EvidenceKind, subject: str) -> Evidence | None:
         """The stored record if it is fresh and still valid, else None."""
         async with self._sessions() as session:
+            found = await self.stored_in(session, {kind: subject})
+        return found.get(kind)
+
+    async def stored_in(
+        self, session: AsyncSession, wanted: dict[EvidenceKind, str]
+    ) -> dict[EvidenceKind, Evidence]:
+        """The stored records, fresh and still valid, of ``wanted`` (kind → subject).
+
+        Reads through the caller's session, so that one short session serves a
+        whole request before any platform is called.
+        """
+        found: dict[EvidenceKind, Evidence] = {}
+        too_old = utcnow() - timedelta(seconds=self._settings.max_age_s)
+        for kind, subject in wanted.items():
             row = await session.scalar(
                 select(StoredEvidence).where(
                     StoredEvidence.kind == kind.value, StoredEvidence.subject == subject
                 )
             )
-        if row is None:
-            return None
-        too_old = utcnow() - timedelta(seconds=self._settings.max_age_s)
-        expired = row.valid_to is not None and row.valid_to < date.today()
-        return None if row.fetched_at < too_old or expired else from_row(row)
+            if row is None or row.fetched_at < too_old:
+                continue
+            if row.valid_to is not None and row.valid_to < date.today():
+                continue
+            found[kind] = from_row(row)
+        return found
 
     async def fetch(self, kind: EvidenceKind, subject: str) -> Evidence:
         """Ask the platform; raises ``NotFound`` or a transient error."""
@@ -119,7 +136,10 @@ class EvidenceService:
         return await self.stored(kind, subject) or await self.fetch(kind, subject)
 
     async def obtain_and_keep(self, kind: EvidenceKind, subject: str) -> Evidence:
-        """``obtain``, keeping a newly fetched record in the store."""
+        """``obtain``, keeping a newly fetched record in the store.
+
+        Sessions one after another, none open while the platform is called.
+        """
         evidence = await self.obtain(kind, subject)
         if not evidence.from_store:
             async with self._sessions() as session, session.begin():

@@ -8,7 +8,8 @@ adapter boundary; only ``gateway/`` maps them to HTTP status codes::
     ├── TransientError            may succeed if tried again later
     │   ├── PlatformUnavailable   timeout, connection refused, 5xx, circuit open
     │   ├── BrokerUnavailable     Kafka did not acknowledge
-    │   └── StoreUnavailable      the database did not answer
+    │   ├── StoreUnavailable      the database did not answer, or no connection was free
+    │   └── Overloaded            this process is at its limit of requests in flight
     └── PermanentError            the same request will fail the same way again
         ├── InvalidInput          the caller's data is wrong (field + reason)
         ├── NotFound              the record does not exist (here or on a platform)
@@ -51,6 +52,7 @@ class PlatformUnavailable(TransientError):
     def __init__(self, platform: str, detail: str, **context: Any) -> None:
         super().__init__(f"{platform}: {detail}", platform=platform, **context)
         self.platform = platform
+        self.reason = detail  # without the platform's name, e.g. "timed out (ReadTimeout)"
 
 
 class BrokerUnavailable(TransientError):
@@ -60,9 +62,15 @@ class BrokerUnavailable(TransientError):
 
 
 class StoreUnavailable(TransientError):
-    """The database did not answer."""
+    """The database did not answer, or no pooled connection was free in time."""
 
     code = "store_unavailable"
+
+
+class Overloaded(TransientError):
+    """This process is handling as many requests as it is configured to."""
+
+    code = "overloaded"
 
 
 class PermanentError(ConnectorError):

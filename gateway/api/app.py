@@ -12,10 +12,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from gateway.api import applications, flows, health
+from gateway.api.backpressure import InFlightLimit
 from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
 from gateway.logs import request_id
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings
 
 log = logging.getLogger("gateway.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -23,6 +24,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
     """The API; with ``container`` the caller owns its lifetime, else the lifespan builds one."""
+    if settings is None:
+        settings = container.settings if container is not None else load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,6 +73,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         finally:
             request_id.reset(token)
 
+    # Outermost, so that a request over the limit costs next to nothing.
+    app.add_middleware(
+        InFlightLimit,
+        max_in_flight=settings.api.max_in_flight,
+        retry_after_s=settings.api.retry_after_s,
+    )
     app.include_router(health.router)
     app.include_router(applications.router)
     app.include_router(flows.router)

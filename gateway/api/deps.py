@@ -1,14 +1,18 @@
-"""Dependencies routes declare with ``Annotated`` aliases."""
+"""Dependencies routes declare with ``Annotated`` aliases.
+
+No dependency holds a pooled connection for the whole request: a route opens
+its own short sessions (``container.sessions()``) where it needs them, so a
+request never holds more than one connection and none while a platform is
+being called.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.bootstrap import Container, hash_key
 from gateway.store.models import ApiClient
@@ -25,24 +29,17 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-async def get_session(container: ContainerDep) -> AsyncIterator[AsyncSession]:
-    async with container.sessions() as session:
-        yield session
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-
-
 async def authenticated_client(
-    session: SessionDep,
+    container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """The name of the calling client; 401 without a valid ``Authorization: Bearer <key>``."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing Authorization: Bearer <key>", code="missing_credentials")
-    client = await session.scalar(
-        select(ApiClient.name).where(ApiClient.key_hash == hash_key(credentials.credentials))
-    )
+    async with container.sessions() as session:  # closed before the route runs
+        client = await session.scalar(
+            select(ApiClient.name).where(ApiClient.key_hash == hash_key(credentials.credentials))
+        )
     if client is None:
         raise Unauthorized("unknown API key", code="bad_credentials")
     return client

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from adapters.permit.mapping import decision_from_callback
 from adapters.ywtb.mapping import case_from_callback
-from gateway.api.deps import ClientDep, ContainerDep, SessionDep
+from gateway.api.deps import ClientDep, ContainerDep
 from gateway.api.problems import problem_responses
 from gateway.store.models import Application, Delivery, TimelineEntry
 from schemas.applications import DeliveryRecord, TimelineItem
@@ -65,21 +65,27 @@ async def report_progress(
     responses=problem_responses(401, 404),
 )
 async def timeline(
-    application_id: str, _client: ClientDep, session: SessionDep
+    application_id: str, _client: ClientDep, container: ContainerDep
 ) -> list[TimelineItem]:
-    if await session.get(Application, application_id) is None:
-        raise NotFound(f"application {application_id} not found")
-    entries = (
-        await session.scalars(
-            select(TimelineEntry)
-            .where(TimelineEntry.application_id == application_id)
-            .order_by(TimelineEntry.time, TimelineEntry.id)
-        )
-    ).all()
+    async with container.sessions() as session:
+        if await session.get(Application, application_id) is None:
+            raise NotFound(f"application {application_id} not found")
+        entries = (
+            await session.scalars(
+                select(TimelineEntry)
+                .where(TimelineEntry.application_id == application_id)
+                .order_by(TimelineEntry.time, TimelineEntry.id)
+            )
+        ).all()
+        rows = (
+            await session.scalars(
+                select(Delivery)
+                .where(Delivery.application_id == application_id)
+                .order_by(Delivery.worker)
+            )
+        ).all()
     deliveries: dict[str, list[DeliveryRecord]] = {}
-    for row in await session.scalars(
-        select(Delivery).where(Delivery.application_id == application_id).order_by(Delivery.worker)
-    ):
+    for row in rows:
         deliveries.setdefault(row.event_id, []).append(
             DeliveryRecord(
                 worker=row.worker,

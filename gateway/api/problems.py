@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from schemas.errors import (
     ConnectorError,
     InvalidInput,
     NotFound,
+    Overloaded,
     PermanentError,
     PlatformRejected,
     TransientError,
@@ -52,7 +54,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "not found",
         409: "conflict with an earlier request",
         422: "invalid request; each field named",
-        503: "a platform or the store is unavailable",
+        503: "a platform or the store is unavailable, or the service is saturated "
+        "(with Retry-After)",
     }
     return {
         status: {
@@ -77,6 +80,38 @@ _STATUS: list[tuple[type[ConnectorError], int]] = [
 
 def status_for(error: ConnectorError) -> int:
     return next((status for kind, status in _STATUS if isinstance(error, kind)), 500)
+
+
+#: Retry-After of a transient error that carries no better estimate and no settings at hand.
+DEFAULT_RETRY_AFTER_S = 1
+
+
+def retry_after_s(request: Request, error: TransientError) -> int:
+    """Seconds a client should wait: the error's own estimate, else the configured one."""
+    estimate = error.context.get("retry_after_s", error.context.get("retry_in_s"))
+    if isinstance(estimate, int | float) and estimate > 0:
+        return max(1, math.ceil(estimate))
+    container = getattr(request.app.state, "container", None)
+    if container is not None:
+        return int(container.settings.api.retry_after_s)
+    return DEFAULT_RETRY_AFTER_S
+
+
+def error_response(request: Request, exc: ConnectorError) -> JSONResponse:
+    """The problem a client gets for ``exc``; every transient one carries ``Retry-After``."""
+    status = status_for(exc)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, TransientError):
+        headers["Retry-After"] = str(retry_after_s(request, exc))
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidInput):
+        extra["errors"] = [{"field": exc.field, "reason": exc.reason}]
+    if status >= 500 and not isinstance(exc, Overloaded):
+        log.warning("request failed", extra={"code": exc.code, "detail": exc.detail})
+    title = type(exc).__name__
+    return problem(request, status, exc.code, title, exc.detail, headers, **extra)
 
 
 def problem(
@@ -124,15 +159,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConnectorError)
     async def _connector(request: Request, exc: ConnectorError) -> JSONResponse:
-        status = status_for(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        extra: dict[str, Any] = {}
-        if isinstance(exc, InvalidInput):
-            extra["errors"] = [{"field": exc.field, "reason": exc.reason}]
-        if status >= 500:
-            log.warning("request failed", extra={"code": exc.code, "detail": exc.detail})
-        title = type(exc).__name__
-        return problem(request, status, exc.code, title, exc.detail, headers, **extra)
+        return error_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,0 +1,239 @@
+"""Under load and with the store away: answers stay quick, honest and retryable.
+
+``ywtb serve`` and ``ywtb relay`` run as separate processes on PostgreSQL, as
+in production; 256 clients post applications at once for
+``YWTB_TEST_LOAD_SECONDS`` (60 by default). Every answer must be 2xx, or
+503/429 with ``Retry-After``, none slower than 5 s; ``/healthz`` answers
+throughout; the relay publishes every event afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from adapters.simulation import ServedApp
+from gateway.api.app import create_app
+from gateway.bootstrap import Container
+from gateway.devbroker import free_port
+from gateway.settings import Settings
+from gateway.store.models import OutboxRow
+from schemas.events import ApplicationEvent
+from tests.integration.conftest import Platform
+from tests.integration.test_applications import JINGAN, low_voltage
+from tests.running import eventually, ywtb_process
+from tests.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.parametrize("store_settings", ["postgresql"], indirect=True)
+
+CLIENTS = 256
+SLOWEST_S = 5.0
+AUTH = {"Authorization": "Bearer sandbox-key"}
+
+
+def load_seconds() -> float:
+    return float(os.environ.get("YWTB_TEST_LOAD_SECONDS", "60"))
+
+
+@pytest.fixture
+def served(
+    settings: Settings, platforms: dict[str, Platform], tmp_path: Path
+) -> Iterator[tuple[str, Path]]:
+    """``ywtb serve`` and ``ywtb relay`` as their own processes; the API's URL and the log."""
+    port = free_port()
+    log = tmp_path / "processes.log"
+    processes = [
+        ywtb_process(settings, log, "serve", "--port", str(port)),
+        ywtb_process(settings, log, "relay"),
+    ]
+    try:
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def until_up(url: str, log: Path) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=2) as client:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    pytest.fail(f"ywtb serve did not come up:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class Tally:
+    statuses: Counter[int] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+    health_polls: int = 0
+    health_failures: list[str] = field(default_factory=list)
+
+
+async def client_loop(url: str, until: float, tally: Tally) -> None:
+    """One client: post applications back to back, waiting ``Retry-After`` when told to."""
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=15) as client:
+        while time.monotonic() < until:
+            started = time.monotonic()
+            try:
+                response = await client.post(
+                    "/api/v1/applications",
+                    json=low_voltage(JINGAN),
+                    headers={"Idempotency-Key": uuid.uuid4().hex},
+                )
+            except httpx.HTTPError as exc:
+                tally.bad.append(f"{type(exc).__name__} after {time.monotonic() - started:.1f} s")
+                continue
+            elapsed = time.monotonic() - started
+            tally.latencies.append(elapsed)
+            tally.statuses[response.status_code] += 1
+            status = response.status_code
+            if 200 <= status < 300:
+                continue
+            retry_after = response.headers.get("Retry-After")
+            if status in (429, 503) and retry_after is not None:
+                assert response.headers["content-type"] == "application/problem+json"
+                await asyncio.sleep(min(float(retry_after), 5.0))
+                continue
+            tally.bad.append(f"{status} (Retry-After {retry_after}): {response.text[:300]}")
+
+
+async def health_loop(url: str, until: float, tally: Tally) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=SLOWEST_S) as client:
+        while time.monotonic() < until:
+            tally.health_polls += 1
+            try:
+                response = await client.get("/healthz")
+                if response.status_code != 200:
+                    tally.health_failures.append(f"HTTP {response.status_code}")
+            except httpx.HTTPError as exc:
+                tally.health_failures.append(type(exc).__name__)
+            await asyncio.sleep(0.5)
+
+
+async def count_outbox(connector: Container, **where: object) -> int:
+    async with connector.sessions() as session:
+        query = select(func.count()).select_from(OutboxRow).filter_by(**where)
+        return int(await session.scalar(query) or 0)
+
+
+async def test_256_clients_get_quick_honest_answers_and_every_event_is_published(
+    connector: Container, served: tuple[str, Path]
+) -> None:
+    url, log = served
+    await until_up(url, log)
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=30) as client:
+        warm = await client.get(f"/api/v1/evidence/licences/{JINGAN}")
+        assert warm.status_code == 200, warm.text  # the licence is on file from now on
+
+    seconds = load_seconds()
+    tally = Tally()
+    until = time.monotonic() + seconds
+    started = time.monotonic()
+    await asyncio.gather(
+        health_loop(url, until, tally), *(client_loop(url, until, tally) for _ in range(CLIENTS))
+    )
+    took = time.monotonic() - started
+
+    latencies = sorted(tally.latencies)
+    requests = len(latencies)
+    created = tally.statuses[201]
+    ok = sum(n for status, n in tally.statuses.items() if 200 <= status < 300)
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(requests - 1, int(requests * 0.99))]
+    print(
+        f"\nload: {CLIENTS} clients for {seconds:g} s ({took:.1f} s): {requests} requests, "
+        f"{ok} 2xx ({created} created), {tally.statuses[503]} 503, {tally.statuses[429]} 429, "
+        f"{requests / took:.0f} req/s; latency p50 {p50 * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms; "
+        f"/healthz {tally.health_polls} polls, {len(tally.health_failures)} failed"
+    )
+    assert tally.bad == []
+    assert latencies[-1] <= SLOWEST_S
+    assert tally.health_polls > 0 and tally.health_failures == []
+    assert created > 0
+
+    async def drained() -> bool:
+        return await count_outbox(connector, sent_at=None) == 0
+
+    await eventually(drained, timeout_s=120)
+    assert await count_outbox(connector, type=ApplicationEvent.RECEIVED) == created
+    log_text = log.read_text()
+    assert "Traceback" not in log_text, log_text[-3000:]
+
+
+@pytest.fixture
+def proxied(settings: Settings) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of PostgreSQL; the store settings point at it."""
+    url = make_url(settings.store.url)
+    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        settings.store.url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False
+        )
+        yield proxy
+
+
+async def test_with_the_store_away_the_api_answers_503_with_retry_after_then_recovers(
+    settings: Settings, platforms: dict[str, Platform], proxied: TcpProxy
+) -> None:
+    with ServedApp(create_app(settings)) as served:
+        async with httpx.AsyncClient(base_url=served.url, headers=AUTH, timeout=30) as client:
+
+            async def submit() -> tuple[httpx.Response, float]:
+                started = time.monotonic()
+                response = await client.post(
+                    "/api/v1/applications",
+                    json=low_voltage(JINGAN),
+                    headers={"Idempotency-Key": uuid.uuid4().hex},
+                )
+                return response, time.monotonic() - started
+
+            first, _ = await submit()
+            assert first.status_code == 201, first.text
+            application_id = first.json()["id"]
+
+            proxied.cut()
+            for _ in range(3):
+                answer, took = await submit()
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["content-type"] == "application/problem+json"
+                assert int(answer.headers["Retry-After"]) >= 1
+                assert answer.json()["type"] == "/problems/store_unavailable"
+                assert took < 2.0
+            lookup = await client.get(f"/api/v1/applications/{application_id}")
+            assert lookup.status_code == 503 and "Retry-After" in lookup.headers
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["failing"] == ["store"]
+
+            proxied.restore()
+            again, _ = await submit()
+            assert again.status_code == 201, again.text
+            lookup = await client.get(f"/api/v1/applications/{application_id}")
+            assert lookup.status_code == 200
+            assert lookup.json()["status"] == "ready"
+            assert (await client.get("/readyz")).status_code == 200
