@@ -41,6 +41,7 @@ class Evidence:
     record: Record
     fetched_at: datetime
     from_store: bool
+    stored_id: int | None = None  # the store's row, when read from the store
 
     def columns(self) -> dict[str, Any]:
         """Provenance and fields of this record (the store's row, less kind and subject)."""
@@ -77,7 +78,7 @@ def record_of(kind: EvidenceKind, fields: dict[str, Any]) -> Record:
 
 def from_row(row: StoredEvidence) -> Evidence:
     kind = EvidenceKind(row.kind)
-    return Evidence(kind, row.subject, record_of(kind, row.fields), row.fetched_at, True)
+    return Evidence(kind, row.subject, record_of(kind, row.fields), row.fetched_at, True, row.id)
 
 
 class EvidenceService:
@@ -148,7 +149,13 @@ class EvidenceService:
 
 
 async def keep(session: AsyncSession, evidence: Evidence) -> int:
-    """Insert or refresh the store's row for this record; return its id."""
+    """Insert or refresh the store's row for this record; return its id.
+
+    A record read from the store is not written again: every application on
+    the same firm would otherwise queue on that one row's lock.
+    """
+    if evidence.stored_id is not None:
+        return evidence.stored_id
     values = evidence.columns()
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = insert(StoredEvidence).values(

@@ -43,10 +43,19 @@ class ApiSettings(BaseModel):
     """Back-pressure of the HTTP API (``ywtb serve``)."""
 
     max_in_flight: int = Field(
-        64,
+        8,
         description=(
             "requests handled at once; beyond it the API answers 503 with Retry-After at once "
-            "(/healthz and /readyz are not counted)"
+            "(/healthz and /readyz are not counted). At most the store's pool_size + "
+            "max_overflow, so that saturation is answered at once, not after pool_timeout_s; "
+            "raise it (with the pool) on a host with CPU to spare"
+        ),
+    )
+    loop_lag_target_s: float = Field(
+        0.2,
+        description=(
+            "while the event loop runs later than this (the machine is short of CPU), the "
+            "in-flight limit shrinks below max_in_flight, and grows back as it recovers"
         ),
     )
     retry_after_s: int = Field(

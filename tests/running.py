@@ -77,7 +77,7 @@ def worker_process(name: str, settings: Settings, log: Path) -> subprocess.Popen
 
 
 def ywtb_process(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    """``ywtb ARGS...`` as its own process with ``settings`` as its environment; output to ``log``."""
+    """``ywtb ARGS...`` as its own process, ``settings`` as its environment, output to ``log``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("YWTB_")}
     with log.open("ab") as out:
         return subprocess.Popen(

@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         InFlightLimit,
         max_in_flight=settings.api.max_in_flight,
         retry_after_s=settings.api.retry_after_s,
+        loop_lag_target_s=settings.api.loop_lag_target_s,
     )
     app.include_router(health.router)
     app.include_router(applications.router)
