@@ -43,7 +43,7 @@ class ApiSettings(BaseModel):
     """Back-pressure of the HTTP API (``ywtb serve``)."""
 
     max_in_flight: int = Field(
-        8,
+        16,
         description=(
             "requests handled at once; beyond it the API answers 503 with Retry-After at once "
             "(/healthz and /readyz are not counted). At most the store's pool_size + "
@@ -55,7 +55,8 @@ class ApiSettings(BaseModel):
         0.2,
         description=(
             "while the event loop runs later than this (the machine is short of CPU), the "
-            "in-flight limit shrinks below max_in_flight, and grows back as it recovers"
+            "in-flight limit shrinks below max_in_flight (to half of it at least), and grows "
+            "back as it recovers"
         ),
     )
     retry_after_s: int = Field(

@@ -5,8 +5,8 @@ Beyond the limit a request is answered at once with 503 problem+json and
 the store's pool, or on a starved CPU, and time out much later). The limit is
 ``max_in_flight`` while the process keeps up, and shrinks while its event
 loop runs late (more than ``loop_lag_target_s`` behind: the machine is short
-of CPU), growing back as it recovers: additive increase, multiplicative
-decrease, as TCP does. ``Retry-After`` grows as the limit shrinks (up to
+of CPU), down to half of ``max_in_flight``, growing back as it recovers:
+additive increase, multiplicative decrease, as TCP does. ``Retry-After`` grows as the limit shrinks (up to
 ``MAX_BACKOFF`` times ``retry_after_s``), so that clients spread their retries
 when the process can take fewer of them. ``/healthz`` and ``/readyz`` are not
 counted, so a saturated process still says it is alive.
@@ -74,7 +74,7 @@ class InFlightLimit:
 
     def retry_after(self) -> int:
         """``retry_after_s``, longer in proportion as the limit has shrunk."""
-        shrunk = self.max_in_flight / max(self.limit, 1.0)
+        shrunk = 2 * self.max_in_flight / max(self.limit, 1.0) - 1  # 1 when not shrunk
         return min(MAX_BACKOFF * self.retry_after_s, math.ceil(self.retry_after_s * shrunk))
 
     async def _watch_loop(self) -> None:
@@ -86,6 +86,6 @@ class InFlightLimit:
 
     def adjust(self, lag_s: float) -> None:
         if lag_s > self.loop_lag_target_s:
-            self.limit = max(1.0, self.limit * 0.7)
+            self.limit = max(self.max_in_flight / 2, 1.0, self.limit * 0.7)
         else:
             self.limit = min(float(self.max_in_flight), self.limit + 0.5)

@@ -51,11 +51,17 @@ def load_seconds() -> float:
     return float(os.environ.get("YWTB_TEST_LOAD_SECONDS", "60"))
 
 
+@dataclass
+class Stack:
+    url: str
+    log: Path
+    serve: subprocess.Popen[bytes]
+    relay: subprocess.Popen[bytes]
+
+
 @pytest.fixture
-def served(
-    settings: Settings, platforms: dict[str, Platform], tmp_path: Path
-) -> Iterator[tuple[str, Path]]:
-    """``ywtb serve`` and ``ywtb relay`` as their own processes; the API's URL and the log."""
+def served(settings: Settings, platforms: dict[str, Platform], tmp_path: Path) -> Iterator[Stack]:
+    """``ywtb serve`` and ``ywtb relay`` as their own processes, their output in one log."""
     port = free_port()
     log = tmp_path / "processes.log"
     settings.relay.poll_interval_s = RelaySettings().poll_interval_s  # as deployed
@@ -64,7 +70,7 @@ def served(
         ywtb_process(settings, log, "relay"),
     ]
     try:
-        yield f"http://127.0.0.1:{port}", log
+        yield Stack(f"http://127.0.0.1:{port}", log, *processes)
     finally:
         for process in processes:
             process.terminate()
@@ -166,9 +172,9 @@ def report(request: pytest.FixtureRequest, line: str) -> None:
 
 
 async def test_256_clients_get_quick_honest_answers_and_every_event_is_published(
-    connector: Container, served: tuple[str, Path], request: pytest.FixtureRequest
+    connector: Container, served: Stack, request: pytest.FixtureRequest
 ) -> None:
-    url, log = served
+    url, log = served.url, served.log
     await until_up(url, log)
     async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=30) as client:
         warm = await client.get(f"/api/v1/evidence/licences/{JINGAN}")
@@ -229,6 +235,7 @@ async def test_256_clients_get_quick_honest_answers_and_every_event_is_published
     async def drained() -> bool:
         return await count_outbox(connector, sent_at=None) == 0
 
+    assert served.serve.poll() is None and served.relay.poll() is None  # both still running
     await eventually(drained, timeout_s=120)
     assert await count_outbox(connector, type=ApplicationEvent.RECEIVED) == created
     log_text = log.read_text()
