@@ -3,13 +3,13 @@
 Beyond the limit a request is answered at once with 503 problem+json and
 ``Retry-After`` instead of queueing behind the others (where it would wait on
 the store's pool, or on a starved CPU, and time out much later). The limit is
-``max_in_flight`` while the process keeps up, and shrinks while its event
-loop runs late (more than ``loop_lag_target_s`` behind: the machine is short
-of CPU), down to half of ``max_in_flight``, growing back as it recovers:
-additive increase, multiplicative decrease, as TCP does. ``Retry-After`` grows as the limit shrinks (up to
-``MAX_BACKOFF`` times ``retry_after_s``), so that clients spread their retries
-when the process can take fewer of them. ``/healthz`` and ``/readyz`` are not
-counted, so a saturated process still says it is alive.
+``max_in_flight`` while the process keeps up; while its event loop runs late
+(more than ``loop_lag_target_s`` behind: the host is short of CPU) it shrinks,
+down to half of ``max_in_flight``, and grows back as the loop recovers
+(additive increase, multiplicative decrease, as TCP does). ``Retry-After``
+grows as the limit shrinks (1 to 3 times ``retry_after_s``), so that clients
+spread their retries when the process can take fewer. ``/healthz`` and
+``/readyz`` are not counted, so a saturated process still says it is alive.
 """
 
 from __future__ import annotations
