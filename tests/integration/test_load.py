@@ -2,9 +2,12 @@
 
 ``ywtb serve`` and ``ywtb relay`` run as separate processes on PostgreSQL, as
 in production; 256 clients post applications at once for
-``YWTB_TEST_LOAD_SECONDS`` (60 by default). Every answer must be 2xx, or
-503/429 with ``Retry-After``, none slower than 5 s; ``/healthz`` answers
-throughout; the relay publishes every event afterwards.
+``YWTB_TEST_LOAD_SECONDS`` (60 by default; ``YWTB_TEST_LOAD_CLIENTS`` changes
+the 256). Every answer must be 2xx, or 503/429 with ``Retry-After``, none
+slower than 5 s; ``/healthz`` answers throughout; the relay publishes every
+event afterwards. With the store cut away (a TCP proxy in front of PostgreSQL,
+never a restart of the shared server) or its pool exhausted, the API answers
+503 with ``Retry-After`` at once, and recovers.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -293,3 +297,40 @@ async def test_with_the_store_away_the_api_answers_503_with_retry_after_then_rec
             assert lookup.status_code == 200
             assert lookup.json()["status"] == "ready"
             assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_with_the_pool_exhausted_the_api_answers_503_with_retry_after_within_a_second(
+    settings: Settings, platforms: dict[str, Platform]
+) -> None:
+    settings.store.pool_size, settings.store.max_overflow = 1, 0
+    settings.store.pool_timeout_s = 0.5
+    dsn = settings.store.url.replace("postgresql+asyncpg://", "postgresql://")
+    with ServedApp(create_app(settings)) as served:
+        async with (
+            httpx.AsyncClient(base_url=served.url, headers=AUTH, timeout=30) as first,
+            httpx.AsyncClient(base_url=served.url, headers=AUTH, timeout=30) as second,
+        ):
+            assert (await first.get("/api/v1/ops/outbox")).status_code == 200
+            blocker = await asyncpg.connect(dsn)
+            try:
+                # Hold the one pooled connection: the first request's query waits on a lock.
+                lock = blocker.transaction()
+                await lock.start()
+                table = f'"{settings.store.schema_name}".api_clients'
+                await blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                held = asyncio.create_task(first.get("/api/v1/ops/outbox"))
+                await asyncio.sleep(0.5)
+                started = time.monotonic()
+                busy = await second.get("/api/v1/ops/outbox")
+                took = time.monotonic() - started
+                await lock.rollback()
+            finally:
+                await blocker.close()
+            served_at_last = await held
+
+    assert busy.status_code == 503
+    assert busy.headers["content-type"] == "application/problem+json"
+    assert busy.json()["type"] == "/problems/store_unavailable"
+    assert busy.headers["Retry-After"] == "1"
+    assert took < 1.5
+    assert served_at_last.status_code == 200
