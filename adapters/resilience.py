@@ -15,6 +15,8 @@ through.
 Every attempt is counted in ``ywtb_platform_calls`` (platform, operation,
 outcome) and timed in ``ywtb_platform_call_duration_seconds``; an attempt the
 open breaker refused is counted with outcome ``circuit_open`` and not timed.
+through. A fast failure names the last real one (``licence: circuit open
+after: timed out (ReadTimeout)``), so what records it keeps the cause.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import httpx
@@ -86,6 +89,7 @@ class CircuitBreaker:
         failure_threshold: int = 5,
         reset_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
@@ -93,9 +97,11 @@ class CircuitBreaker:
         self.failure_threshold = failure_threshold
         self.reset_timeout_s = reset_timeout_s
         self._clock = clock
+        self._wall_clock = wall_clock
         self._failures = 0
         self._opened_at: float | None = None
         self._trial_in_flight = False
+        self.last_failure: str | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -106,11 +112,18 @@ class CircuitBreaker:
         return BreakerState.OPEN
 
     def snapshot(self) -> dict[str, object]:
-        """The state as ``/readyz`` reports it; ``opened_at`` is on the breaker's clock."""
+        """The state as ``/readyz`` reports it, times as wall-clock ISO 8601 (UTC)."""
+        opened_at = half_open_at = None
+        if self._opened_at is not None:
+            opened = self._wall_clock() - (self._clock() - self._opened_at)
+            opened_at = _iso(opened)
+            half_open_at = _iso(opened + self.reset_timeout_s)
         return {
             "state": self.state.value,
             "consecutive_failures": self._failures,
-            "opened_at": self._opened_at,
+            "opened_at": opened_at,
+            "half_open_at": half_open_at,
+            "last_failure": self.last_failure,
         }
 
     @contextmanager
@@ -129,9 +142,9 @@ class CircuitBreaker:
         started = time.perf_counter()
         try:
             yield
-        except TransientError:
+        except TransientError as exc:
             outcome = "transient_error"
-            self._record_failure(trial)
+            self._record_failure(trial, exc)
             raise
         except PermanentError:
             outcome = "permanent_error"
@@ -148,7 +161,8 @@ class CircuitBreaker:
                 time.perf_counter() - started
             )
 
-    def _record_failure(self, trial: bool) -> None:
+    def _record_failure(self, trial: bool, exc: TransientError) -> None:
+        self.last_failure = exc.reason if isinstance(exc, PlatformUnavailable) else exc.detail
         self._failures += 1
         if trial or self._failures >= self.failure_threshold:
             self._opened_at = self._clock()
@@ -161,9 +175,19 @@ class CircuitBreaker:
         assert self._opened_at is not None
         retry_in_s = max(0.0, self._opened_at + self.reset_timeout_s - self._clock())
         detail = "circuit open" if state is BreakerState.OPEN else "circuit open (trial in flight)"
+        if self.last_failure:
+            detail = f"{detail} after: {self.last_failure}"
         return PlatformUnavailable(
-            self.platform, detail, circuit=state.value, retry_in_s=round(retry_in_s, 3)
+            self.platform,
+            detail,
+            circuit=state.value,
+            retry_in_s=round(retry_in_s, 3),
+            cause=self.last_failure,
         )
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 @contextmanager

@@ -200,16 +200,24 @@ class ApplicationService:
     async def submit(
         self, request: ApplicationRequest, *, client: str, idempotency_key: str | None
     ) -> Submitted:
+        """Sessions strictly one after another, none open while a platform is called:
+        one to look up the key and the stored evidence, none while fetching the
+        rest, one transaction that stores everything and reads back the answer."""
         check_case_rules(request)
         if request.received_at is not None and request.received_at > utcnow() + CLOCK_SKEW:
             raise InvalidInput("received_at", "is in the future")
         body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
-        if idempotency_key:
-            earlier = await self._replay(client, idempotency_key, body_hash)
-            if earlier is not None:
-                return Submitted(earlier, created=False)
-        kinds = required_evidence(request)
-        outcomes = await self._gather(kinds, request)
+        wanted = {kind: subject_of(kind, request) for kind in required_evidence(request)}
+        async with self._sessions() as session:
+            if idempotency_key:
+                earlier = await self._replay(session, client, idempotency_key, body_hash)
+                if earlier is not None:
+                    return Submitted(earlier, created=False)
+            stored = await self._evidence.stored_in(session, wanted)
+        outcomes: dict[EvidenceKind, Outcome] = {
+            kind: stored.get(kind) or EvidenceStatus.PENDING for kind in wanted
+        }
+        outcomes |= await self._gather({k: s for k, s in wanted.items() if k not in stored})
         application_id = str(uuid.uuid4())
         try:
             async with transaction(self._sessions) as session:
@@ -224,32 +232,25 @@ class ApplicationService:
                             created_at=utcnow(),
                         )
                     )
+                    await session.flush()
+                created = await self._load(session, application_id)
         except IntegrityError:
             if not idempotency_key:
                 raise
             # The same key raced us and won: answer what it created.
-            earlier = await self._replay(client, idempotency_key, body_hash)
+            async with self._sessions() as session:
+                earlier = await self._replay(session, client, idempotency_key, body_hash)
             if earlier is None:
                 raise
             return Submitted(earlier, created=False)
-        return Submitted(await self.get(application_id), created=True)
+        return Submitted(created, created=True)
 
-    async def _replay(self, client: str, key: str, body_hash: str) -> ApplicationResource | None:
-        async with self._sessions() as session:
-            earlier = await session.get(IdempotencyKey, (client, key))
-        if earlier is None:
-            return None
-        if earlier.request_hash != body_hash:
-            raise InvalidInput("Idempotency-Key", "already used with a different request body")
-        return await self.get(earlier.application_id)
-
-    async def _gather(
-        self, kinds: list[EvidenceKind], request: ApplicationRequest
-    ) -> dict[EvidenceKind, Outcome]:
-        """Obtain every piece concurrently; what is not there within the budget is PENDING."""
+    async def _gather(self, wanted: dict[EvidenceKind, str]) -> dict[EvidenceKind, Outcome]:
+        """Fetch every piece concurrently (no session open); what is not there within the
+        budget is PENDING."""
         tasks = {
-            kind: asyncio.create_task(self._evidence.obtain(kind, subject_of(kind, request)))
-            for kind in kinds
+            kind: asyncio.create_task(self._evidence.fetch(kind, subject))
+            for kind, subject in wanted.items()
         }
         if tasks:
             await asyncio.wait(tasks.values(), timeout=self._settings.budget_s)
@@ -344,14 +345,31 @@ class ApplicationService:
         """The application; as ``client`` sees it when given (``NotFound`` if not its own)."""
         async with self._sessions() as session:
             if client is not None:
-                application = await visible_application(session, application_id, client)
-            else:
-                found = await session.get(Application, application_id)
-                if found is None:
-                    raise NotFound(f"application {application_id} not found")
-                application = found
-            resource = (await self._resources(session, [application]))[0]
-            jobs = await unfinished_jobs(session, application_id)
+                await visible_application(session, application_id, client)
+            return await self._load(session, application_id)
+
+    async def _replay(
+        self, session: AsyncSession, client: str, key: str, body_hash: str
+    ) -> ApplicationResource | None:
+        """What an earlier request with this key created, or None."""
+        earlier = await session.get(IdempotencyKey, (client, key))
+        if earlier is None:
+            return None
+        if earlier.request_hash != body_hash:
+            raise InvalidInput("Idempotency-Key", "already used with a different request body")
+        return await self._load(session, earlier.application_id)
+
+    async def _load(self, session: AsyncSession, application_id: str) -> ApplicationResource:
+        """The application as the API answers it, read through ``session`` (fresh from the rows)."""
+        application = await session.scalar(
+            select(Application)
+            .where(Application.id == application_id)
+            .execution_options(populate_existing=True)
+        )
+        if application is None:
+            raise NotFound(f"application {application_id} not found")
+        resource = (await self._resources(session, [application]))[0]
+        jobs = await unfinished_jobs(session, application_id)
         return resource.model_copy(update={"jobs": jobs})
 
     async def search(
@@ -399,6 +417,7 @@ class ApplicationService:
             select(ApplicationEvidence)
             .where(ApplicationEvidence.application_id.in_(ids))
             .order_by(ApplicationEvidence.kind)
+            .execution_options(populate_existing=True)
         ):
             links.setdefault(link.application_id, []).append(link)
         changes: dict[str, list[StageChange]] = {}
@@ -430,7 +449,8 @@ class ApplicationService:
 
         Used by the ``evidence`` worker. Transient failures propagate (the
         message is retried); the effect is a no-op if another path completed
-        the evidence first.
+        the evidence first. One short session reads what is pending and what
+        the store already holds; the platforms are called with none open.
         """
         async with self._sessions() as session:
             pending = (
@@ -441,13 +461,16 @@ class ApplicationService:
                     )
                 )
             ).all()
-        if not pending:
+            wanted = {EvidenceKind(link.kind): link.subject for link in pending}
+            stored = await self._evidence.stored_in(session, wanted)
+        if not wanted:
             return None
-        outcomes: dict[EvidenceKind, Outcome] = {}
-        for link in pending:
-            kind = EvidenceKind(link.kind)
+        outcomes: dict[EvidenceKind, Outcome] = dict(stored)
+        for kind, subject in wanted.items():
+            if kind in stored:
+                continue
             try:
-                outcomes[kind] = await self._evidence.obtain(kind, link.subject)
+                outcomes[kind] = await self._evidence.fetch(kind, subject)
             except NotFound:
                 outcomes[kind] = EvidenceStatus.NOT_FOUND
 

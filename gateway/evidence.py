@@ -2,6 +2,8 @@
 
 ``obtain`` answers from the store when the record is fresher than
 ``max_age_s`` and still within its validity; otherwise it asks the platform.
+No session is open while a platform is called: a pooled connection is never
+held waiting on a government platform.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Evidence:
     record: Record
     fetched_at: datetime
     from_store: bool
+    stored_id: int | None = None  # the store's row, when read from the store
 
     def columns(self) -> dict[str, Any]:
         """Provenance and fields of this record (the store's row, less kind and subject)."""
@@ -77,7 +80,7 @@ def record_of(kind: EvidenceKind, fields: dict[str, Any]) -> Record:
 
 def from_row(row: StoredEvidence) -> Evidence:
     kind = EvidenceKind(row.kind)
-    return Evidence(kind, row.subject, record_of(kind, row.fields), row.fetched_at, True)
+    return Evidence(kind, row.subject, record_of(kind, row.fields), row.fetched_at, True, row.id)
 
 
 class EvidenceService:
@@ -96,16 +99,31 @@ class EvidenceService:
     async def stored(self, kind: EvidenceKind, subject: str) -> Evidence | None:
         """The stored record if it is fresh and still valid, else None."""
         async with self._sessions() as session:
+            found = await self.stored_in(session, {kind: subject})
+        return found.get(kind)
+
+    async def stored_in(
+        self, session: AsyncSession, wanted: dict[EvidenceKind, str]
+    ) -> dict[EvidenceKind, Evidence]:
+        """The stored records, fresh and still valid, of ``wanted`` (kind → subject).
+
+        Reads through the caller's session, so that one short session serves a
+        whole request before any platform is called.
+        """
+        found: dict[EvidenceKind, Evidence] = {}
+        too_old = utcnow() - timedelta(seconds=self._settings.max_age_s)
+        for kind, subject in wanted.items():
             row = await session.scalar(
                 select(StoredEvidence).where(
                     StoredEvidence.kind == kind.value, StoredEvidence.subject == subject
                 )
             )
-        if row is None:
-            return None
-        too_old = utcnow() - timedelta(seconds=self._settings.max_age_s)
-        expired = row.valid_to is not None and row.valid_to < date.today()
-        return None if row.fetched_at < too_old or expired else from_row(row)
+            if row is None or row.fetched_at < too_old:
+                continue
+            if row.valid_to is not None and row.valid_to < date.today():
+                continue
+            found[kind] = from_row(row)
+        return found
 
     async def fetch(self, kind: EvidenceKind, subject: str) -> Evidence:
         """Ask the platform; raises ``NotFound`` or a transient error."""
@@ -134,7 +152,10 @@ class EvidenceService:
         return fetched
 
     async def obtain_and_keep(self, kind: EvidenceKind, subject: str) -> Evidence:
-        """``obtain``, keeping a newly fetched record in the store."""
+        """``obtain``, keeping a newly fetched record in the store.
+
+        Sessions one after another, none open while the platform is called.
+        """
         evidence = await self.obtain(kind, subject)
         if not evidence.from_store:
             async with self._sessions() as session, session.begin():
@@ -143,7 +164,13 @@ class EvidenceService:
 
 
 async def keep(session: AsyncSession, evidence: Evidence) -> int:
-    """Insert or refresh the store's row for this record; return its id."""
+    """Insert or refresh the store's row for this record; return its id.
+
+    A record read from the store is not written again: every application on
+    the same firm would otherwise queue on that one row's lock.
+    """
+    if evidence.stored_id is not None:
+        return evidence.stored_id
     values = evidence.columns()
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = insert(StoredEvidence).values(

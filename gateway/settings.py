@@ -24,7 +24,48 @@ class StoreSettings(BaseModel):
     schema_name: str | None = Field(
         None, description="PostgreSQL schema to use (search_path); None for the default"
     )
-    pool_size: int = Field(5, description="connections kept open (PostgreSQL)")
+    pool_size: int = Field(5, description="connections kept open in the pool")
+    max_overflow: int = Field(
+        10, description="connections opened beyond pool_size under load, closed when returned"
+    )
+    pool_timeout_s: float = Field(
+        1.0,
+        description=(
+            "longest wait for a free pooled connection; then the store counts as unavailable "
+            "(the API answers 503 with Retry-After, workers retry)"
+        ),
+    )
+    connect_timeout_s: float = Field(
+        5.0, description="longest wait for a new database connection (PostgreSQL)"
+    )
+
+
+class ApiSettings(BaseModel):
+    """Back-pressure of the HTTP API (``ywtb serve``)."""
+
+    max_in_flight: int = Field(
+        16,
+        description=(
+            "requests handled at once; beyond it the API answers 503 with Retry-After at once "
+            "(/healthz and /readyz are not counted). At most the store's pool_size + "
+            "max_overflow, so that saturation is answered at once, not after pool_timeout_s; "
+            "raise it (with the pool) on a host with CPU to spare"
+        ),
+    )
+    loop_lag_target_s: float = Field(
+        0.2,
+        description=(
+            "while the event loop runs later than this (the machine is short of CPU), the "
+            "in-flight limit shrinks below max_in_flight (to half of it at least), and grows "
+            "back as it recovers"
+        ),
+    )
+    retry_after_s: int = Field(
+        1, description="Retry-After (seconds) of a 503 that carries no better estimate"
+    )
+    readiness_timeout_s: float = Field(
+        2.0, description="longest wait of each /readyz check (store, broker)"
+    )
 
 
 class KafkaSettings(BaseModel):
@@ -348,6 +389,7 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="root log level")
     store: StoreSettings = Field(default_factory=StoreSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

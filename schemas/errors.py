@@ -9,6 +9,7 @@ adapter boundary; only ``gateway/`` maps them to HTTP status codes::
     │   ├── PlatformUnavailable   timeout, connection refused, 5xx, circuit open
     │   ├── BrokerUnavailable     Kafka did not acknowledge
     │   ├── StoreUnavailable      the database did not answer
+    │   ├── Overloaded            this process is at its limit of requests in flight
     │   ├── RateLimited           a caller is over its rate (retry after ``retry_after_s``)
     │   └── RequestTimeout        the caller sent its request too slowly
     └── PermanentError            the same request will fail the same way again
@@ -56,6 +57,7 @@ class PlatformUnavailable(TransientError):
     def __init__(self, platform: str, detail: str, **context: Any) -> None:
         super().__init__(f"{platform}: {detail}", platform=platform, **context)
         self.platform = platform
+        self.reason = detail  # without the platform's name, e.g. "timed out (ReadTimeout)"
 
 
 class BrokerUnavailable(TransientError):
@@ -65,7 +67,7 @@ class BrokerUnavailable(TransientError):
 
 
 class StoreUnavailable(TransientError):
-    """The database did not answer."""
+    """The database did not answer, or no pooled connection was free in time."""
 
     code = "store_unavailable"
 
@@ -84,6 +86,12 @@ class RequestTimeout(TransientError):
     """The caller did not send its request (headers or body) in time."""
 
     code = "request_timeout"
+
+
+class Overloaded(TransientError):
+    """This process is handling as many requests as it is configured to."""
+
+    code = "overloaded"
 
 
 class PermanentError(ConnectorError):

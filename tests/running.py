@@ -80,10 +80,15 @@ def _plain(value: object) -> object:
 
 def worker_process(name: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     """``ywtb worker NAME`` as its own process, as ops would run it."""
+    return ywtb_process(settings, log, "worker", name)
+
+
+def ywtb_process(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``ywtb ARGS...`` as its own process, ``settings`` as its environment, output to ``log``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("YWTB_")}
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "worker", name],
+            [sys.executable, "-m", "gateway.cli", *args],
             env={**env, **settings_env(settings), "YWTB_LOG_LEVEL": "INFO"},
             stdout=out,
             stderr=subprocess.STDOUT,

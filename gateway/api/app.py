@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from gateway.api import applications, contract, flows, health, metrics, ops, reports
+from gateway.api.backpressure import InFlightLimit
 from gateway.api.docs import install_offline_docs
 from gateway.api.limits import BodyLimit, CallerLimits, HeadAsGet
 from gateway.api.metrics import ops_figures_running
@@ -60,10 +61,18 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.settings = resolved
     install_problem_handlers(app)
     install_offline_docs(app)
-    # Innermost first: HEAD as GET, then the body limit, then the callers' limits;
-    # the request id (below) wraps them all so that every refusal names its request.
+    # Innermost first: HEAD as GET, the body limit, the in-flight limit (a request over it
+    # costs next to nothing), then the callers' limits, so that a refused or rate-limited
+    # request never takes a slot; the request id (below) wraps them all, so that every
+    # refusal names its request.
     app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit, settings=resolved.limits)
+    app.add_middleware(
+        InFlightLimit,
+        max_in_flight=resolved.api.max_in_flight,
+        retry_after_s=resolved.api.retry_after_s,
+        loop_lag_target_s=resolved.api.loop_lag_target_s,
+    )
     app.add_middleware(CallerLimits, settings=resolved.limits)
 
     @app.middleware("http")

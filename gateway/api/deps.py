@@ -3,16 +3,18 @@
 Authentication reads the clients kept in memory (``gateway.access``): no
 query and no pooled connection per request. Each route names the scope it
 needs with one of the aliases below (``WriteClient``, ``ReadClient``, ...).
+No dependency holds a pooled connection for the whole request: a route opens
+its own short sessions (``container.sessions()``) where it needs them, so a
+request never holds more than one connection and none while a platform is
+being called.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.access import Client
 from gateway.bootstrap import Container
@@ -33,14 +35,6 @@ def get_container(request: Request) -> Container:
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
-
-
-async def get_session(container: ContainerDep) -> AsyncIterator[AsyncSession]:
-    async with container.sessions() as session:
-        yield session
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def authenticated_client(

@@ -16,7 +16,6 @@ from gateway.api.deps import (
     ContainerDep,
     ReadClient,
     ResourceId,
-    SessionDep,
     WriteClient,
 )
 from gateway.api.problems import problem_responses
@@ -82,10 +81,11 @@ async def report_progress(
     responses=problem_responses(401, 404),
 )
 async def timeline(
-    application_id: ApplicationId, client: ReadClient, session: SessionDep
+    application_id: ApplicationId, client: ReadClient, container: ContainerDep
 ) -> list[TimelineItem]:
-    await visible_application(session, application_id, client)
-    return await load_timeline(session, application_id)
+    async with container.sessions() as session:
+        await visible_application(session, application_id, client)
+        return await load_timeline(session, application_id)
 
 
 async def load_timeline(session: AsyncSession, application_id: str) -> list[TimelineItem]:
@@ -99,10 +99,11 @@ async def load_timeline(session: AsyncSession, application_id: str) -> list[Time
             .order_by(TimelineEntry.time, TimelineEntry.id)
         )
     ).all()
-    deliveries: dict[str, list[DeliveryRecord]] = {}
-    for row in await session.scalars(
+    rows = await session.scalars(
         select(Delivery).where(Delivery.application_id == application_id).order_by(Delivery.worker)
-    ):
+    )
+    deliveries: dict[str, list[DeliveryRecord]] = {}
+    for row in rows:
         deliveries.setdefault(row.event_id, []).append(
             DeliveryRecord(
                 worker=row.worker,

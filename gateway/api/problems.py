@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -23,6 +24,7 @@ from schemas.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     PermanentError,
     PlatformRejected,
@@ -70,7 +72,8 @@ DESCRIBED: dict[int, str] = {
     429: "over the rate; retry after Retry-After seconds",
     500: "unexpected error",
     502: "a platform refused the request",
-    503: "a platform or the store is unavailable; retry later",
+    503: "a platform or the store is unavailable, or the service is saturated; "
+    "retry after Retry-After seconds",
 }
 
 
@@ -124,6 +127,21 @@ def status_for(error: ConnectorError) -> int:
 
 def title_for(error: ConnectorError) -> str:
     return next((title for kind, title in _TITLES if isinstance(error, kind)), "Error")
+
+
+#: Retry-After of a transient error that carries no better estimate and no settings at hand.
+DEFAULT_RETRY_AFTER_S = 1
+
+
+def retry_after_s(request: Request, error: TransientError) -> int:
+    """Seconds a client should wait: the error's own estimate, else the configured one."""
+    estimate = error.context.get("retry_after_s", error.context.get("retry_in_s"))
+    if isinstance(estimate, int | float) and estimate > 0:
+        return max(1, math.ceil(estimate))
+    container = getattr(request.app.state, "container", None)
+    if container is not None:
+        return int(container.settings.api.retry_after_s)
+    return DEFAULT_RETRY_AFTER_S
 
 
 def problem(
@@ -185,14 +203,14 @@ def problem_for(request: Request, exc: ConnectorError) -> JSONResponse:
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, TransientError):  # 503, 429, 408: when to come back
+        headers["Retry-After"] = str(retry_after_s(request, exc))
     if isinstance(exc, RequestTimeout):
         headers["Connection"] = "close"  # what is left of a slow body is not waited for
     extra: dict[str, Any] = {}
     if isinstance(exc, InvalidInput):
         extra["errors"] = [{"field": exc.field, "reason": exc.reason}]
-    if status >= 500:
+    if status >= 500 and not isinstance(exc, Overloaded):  # shedding load is not a failure
         log.warning("request failed", extra={"code": exc.code, "detail": exc.detail})
     return problem(request, status, exc.code, title_for(exc), exc.detail, headers, **extra)
 

@@ -24,9 +24,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.access import Client, hash_key
-from gateway.api.deps import ContainerDep, SessionDep
+from gateway.api.deps import ContainerDep
 from gateway.api.flows import load_timeline
 from gateway.api.problems import status_for
 from gateway.bootstrap import Container
@@ -239,7 +240,7 @@ async def _dead_letter_counts(container: Container) -> tuple[dict[str, int], str
         return {}, exc.detail
 
 
-async def _stuck(container: Container, session: SessionDep) -> tuple[int, list[dict[str, Any]]]:
+async def _stuck(container: Container, session: AsyncSession) -> tuple[int, list[dict[str, Any]]]:
     """Applications waiting for evidence longer than ``console.stuck_after_s`` (oldest 50)."""
     cutoff = datetime.now(UTC) - timedelta(seconds=container.settings.console.stuck_after_s)
     waiting = (
@@ -274,14 +275,13 @@ async def _stuck(container: Container, session: SessionDep) -> tuple[int, list[d
 
 
 @router.get("")
-async def overview(
-    request: Request, who: Reader, container: ContainerDep, session: SessionDep
-) -> HTMLResponse:
+async def overview(request: Request, who: Reader, container: ContainerDep) -> HTMLResponse:
     (lag_rows, lag_error), (dead, dead_error) = await asyncio.gather(
         _lag(container), _dead_letter_counts(container)
     )
-    pending, oldest_age = await backlog(session)
-    stuck_count, stuck = await _stuck(container, session)
+    async with container.sessions() as session:  # not held while Kafka is read
+        pending, oldest_age = await backlog(session)
+        stuck_count, stuck = await _stuck(container, session)
     lag_columns = list(dict.fromkeys(key for row in lag_rows for key in row))
     lag_totals = lag_by_worker(lag_rows)
     total_columns = list(dict.fromkeys(["worker", "lag", *(k for r in lag_totals for k in r)]))
@@ -433,14 +433,17 @@ async def replays(request: Request, who: Reader, container: ContainerDep) -> HTM
 
 @router.get("/search")
 async def search(
-    request: Request, who: Reader, session: SessionDep, q: Annotated[str, Query()] = ""
+    request: Request, who: Reader, container: ContainerDep, q: Annotated[str, Query()] = ""
 ) -> Response:
     """An application id or a 一网通办 case number (办件编号) leads to the application."""
     q = q.strip()
     if q:
-        if await session.get(Application, q) is not None:
-            return RedirectResponse(f"{PREFIX}/applications/{quote(q)}", status_code=303)
-        application_id = await session.scalar(select(Case.application_id).where(Case.case_no == q))
+        async with container.sessions() as session:
+            if await session.get(Application, q) is not None:
+                return RedirectResponse(f"{PREFIX}/applications/{quote(q)}", status_code=303)
+            application_id = await session.scalar(
+                select(Case.application_id).where(Case.case_no == q)
+            )
         if application_id is not None:
             return RedirectResponse(
                 f"{PREFIX}/applications/{quote(application_id)}", status_code=303
@@ -456,16 +459,14 @@ async def application(
     application_id: str,
     who: Reader,
     container: ContainerDep,
-    session: SessionDep,
 ) -> HTMLResponse:
     try:
         resource = await container.applications.get(application_id)
     except NotFound as exc:
         return _error(request, who, exc)
-    timeline = await load_timeline(session, application_id)
-    case_no = await session.scalar(
-        select(Case.case_no).where(Case.application_id == application_id)
-    )
+    async with container.sessions() as session:
+        timeline = await load_timeline(session, application_id)
+    case_no = resource.case_no
     return _page(
         request,
         "application.html",

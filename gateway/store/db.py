@@ -2,19 +2,25 @@
 
 Migrations run on start (``open_store``); on PostgreSQL an advisory lock keeps
 two processes starting together from migrating at once.
+
+``Sessions`` is the store boundary: every session it opens (and every
+``transaction``) translates a database that is away, busy or out of
+connections into ``StoreUnavailable`` (``store_errors``), so no caller has to
+remember to. ``IntegrityError`` is left as it is: callers rely on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,19 +34,47 @@ from schemas.errors import StoreUnavailable
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 0x79777462  # "ywtb"
 
-Sessions = async_sessionmaker[AsyncSession]
+#: SQLSTATE classes and codes that say "try again": connection exceptions (08),
+#: operator intervention such as a server shutting down or starting (57P0x),
+#: too many connections (53300), serialization failure (40001), deadlock (40P01).
+_TRANSIENT_SQLSTATES = ("08", "57P0", "53300", "40001", "40P01")
+
+
+class Sessions:
+    """Opens sessions on the store; each one translates store failures (``store_errors``).
+
+    Used as ``async with sessions() as session`` or through ``transaction(sessions)``.
+    """
+
+    def __init__(self, maker: async_sessionmaker[AsyncSession]) -> None:
+        self.maker = maker
+
+    def __call__(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self._session()
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        with store_errors():
+            async with self.maker() as session:
+                yield session
 
 
 def create_engine(settings: StoreSettings) -> AsyncEngine:
     url = settings.url
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_size": settings.pool_size,
+        "max_overflow": settings.max_overflow,
+        "pool_timeout": settings.pool_timeout_s,
+    }
     if url.startswith("sqlite"):
         _ensure_parent_dir(url)
         kwargs["connect_args"] = {"timeout": 30}
     else:
-        kwargs["pool_size"] = settings.pool_size
+        connect_args: dict[str, Any] = {"timeout": settings.connect_timeout_s}
         if settings.schema_name:
-            kwargs["connect_args"] = {"server_settings": {"search_path": settings.schema_name}}
+            connect_args["server_settings"] = {"search_path": settings.schema_name}
+        kwargs["connect_args"] = connect_args
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -81,20 +115,39 @@ async def migrate(engine: AsyncEngine) -> None:
 async def open_store(settings: StoreSettings) -> tuple[AsyncEngine, Sessions]:
     engine = create_engine(settings)
     await migrate(engine)
-    return engine, async_sessionmaker(engine, expire_on_commit=False)
+    return engine, Sessions(async_sessionmaker(engine, expire_on_commit=False))
 
 
 @contextmanager
 def store_errors() -> Iterator[None]:
-    """Translate an unreachable database into ``StoreUnavailable``."""
+    """Translate a database that is away, busy or out of connections into ``StoreUnavailable``.
+
+    The one translator of SQLAlchemy and driver errors; ``Sessions`` applies it
+    to every session. Integrity errors and programming errors pass unchanged.
+    """
     try:
         yield
-    except (OperationalError, OSError) as exc:
-        raise StoreUnavailable(f"store unreachable: {exc}") from exc
+    except IntegrityError:
+        raise
+    except PoolTimeout as exc:
+        raise StoreUnavailable(f"store busy: no connection free ({exc})") from exc
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreUnavailable(f"store unreachable: {_first_line(exc)}") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
-            raise StoreUnavailable(f"store connection lost: {exc}") from exc
+            raise StoreUnavailable(f"store connection lost: {_first_line(exc)}") from exc
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        if sqlstate.startswith(_TRANSIENT_SQLSTATES):
+            raise StoreUnavailable(
+                f"store asked to try again ({sqlstate}): {_first_line(exc)}", sqlstate=sqlstate
+            ) from exc
         raise
+    except OSError as exc:  # the driver could not connect (refused, reset, timed out)
+        raise StoreUnavailable(f"store unreachable: {type(exc).__name__}: {exc}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).split("\n", 1)[0][:300]
 
 
 @asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
@@ -39,15 +40,39 @@ def clock() -> Clock:
     return Clock()
 
 
+#: The wall clock at the monotonic clock's zero (2025-11-26T00:00:00Z).
+WALL_AT_ZERO = 1_764_115_200.0
+
+
+def wall(monotonic: float) -> str:
+    """The ISO wall-clock time of a moment on the test's monotonic clock."""
+    return datetime.fromtimestamp(WALL_AT_ZERO + monotonic, UTC).isoformat()
+
+
 @pytest.fixture
 def breaker(clock: Clock) -> CircuitBreaker:
-    return CircuitBreaker("project", failure_threshold=3, reset_timeout_s=30.0, clock=clock)
+    return CircuitBreaker(
+        "project",
+        failure_threshold=3,
+        reset_timeout_s=30.0,
+        clock=clock,
+        wall_clock=lambda: WALL_AT_ZERO + clock.now,
+    )
+
+
+CLOSED = {
+    "state": "closed",
+    "consecutive_failures": 0,
+    "opened_at": None,
+    "half_open_at": None,
+    "last_failure": None,
+}
 
 
 def test_a_new_breaker_is_closed(breaker: CircuitBreaker) -> None:
     assert breaker.platform == "project"
     assert breaker.state is BreakerState.CLOSED
-    assert breaker.snapshot() == {"state": "closed", "consecutive_failures": 0, "opened_at": None}
+    assert breaker.snapshot() == CLOSED
 
 
 def test_threshold_consecutive_failures_open_it(breaker: CircuitBreaker, clock: Clock) -> None:
@@ -59,7 +84,14 @@ def test_threshold_consecutive_failures_open_it(breaker: CircuitBreaker, clock: 
     platform.fail(breaker)
 
     assert breaker.state is BreakerState.OPEN
-    assert breaker.snapshot() == {"state": "open", "consecutive_failures": 3, "opened_at": 1000.0}
+    assert breaker.snapshot() == {
+        "state": "open",
+        "consecutive_failures": 3,
+        "opened_at": wall(1000.0),
+        "half_open_at": wall(1030.0),
+        "last_failure": "answered HTTP 503",
+    }
+    assert wall(1000.0) == "2025-11-26T00:16:40+00:00"
 
 
 def test_a_success_resets_the_count(breaker: CircuitBreaker) -> None:
@@ -85,7 +117,7 @@ def test_open_fails_fast_without_calling(breaker: CircuitBreaker, clock: Clock) 
 
     assert platform.calls == 3
     assert caught.value.platform == "project"
-    assert "circuit open" in caught.value.detail
+    assert caught.value.detail == "project: circuit open after: answered HTTP 503"
     assert caught.value.context["retry_in_s"] == 20.0
     assert breaker.state is BreakerState.OPEN
 
@@ -116,7 +148,7 @@ def test_a_successful_trial_closes_it(breaker: CircuitBreaker, clock: Clock) -> 
 
     platform.succeed(breaker)
 
-    assert breaker.snapshot() == {"state": "closed", "consecutive_failures": 0, "opened_at": None}
+    assert breaker.snapshot() == CLOSED | {"last_failure": "answered HTTP 503"}
     platform.succeed(breaker)
     assert platform.calls == 5
 
@@ -130,7 +162,7 @@ def test_a_failed_trial_opens_it_again(breaker: CircuitBreaker, clock: Clock) ->
     platform.fail(breaker)
 
     assert breaker.state is BreakerState.OPEN
-    assert breaker.snapshot()["opened_at"] == 1031.0
+    assert breaker.snapshot()["opened_at"] == wall(1031.0)
     with pytest.raises(PlatformUnavailable), breaker.guard():
         platform.calls += 1
     assert platform.calls == 4
