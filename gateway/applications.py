@@ -23,13 +23,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep, record_of
+from gateway.idempotency import recall, remember
 from gateway.outbox import add_event
 from gateway.settings import EvidenceSettings
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import (
     Application,
     ApplicationEvidence,
-    IdempotencyKey,
     utcnow,
 )
 from schemas.applications import (
@@ -50,7 +50,7 @@ from schemas.applications import (
     time_limit_days,
 )
 from schemas.credentials import credential_parts
-from schemas.errors import ConnectorError, InvalidInput, NotFound
+from schemas.errors import ConnectorError, NotFound
 from schemas.events import APPLICATION_EVENTS, ApplicationEvent, Event
 from schemas.evidence import (
     REGISTRATION_STATUS_WORDS,
@@ -175,14 +175,14 @@ class ApplicationService:
             async with transaction(self._sessions) as session:
                 await self._create(session, application_id, request, outcomes)
                 if idempotency_key:
-                    session.add(
-                        IdempotencyKey(
-                            client=client,
-                            key=idempotency_key,
-                            request_hash=body_hash,
-                            application_id=application_id,
-                            created_at=utcnow(),
-                        )
+                    remember(
+                        session,
+                        client=client,
+                        key=idempotency_key,
+                        scope="applications",
+                        fingerprint=body_hash,
+                        application_id=application_id,
+                        resource_id=application_id,
                     )
         except IntegrityError:
             if not idempotency_key:
@@ -196,11 +196,9 @@ class ApplicationService:
 
     async def _replay(self, client: str, key: str, body_hash: str) -> ApplicationResource | None:
         async with self._sessions() as session:
-            earlier = await session.get(IdempotencyKey, (client, key))
+            earlier = await recall(session, client, key, body_hash)
         if earlier is None:
             return None
-        if earlier.request_hash != body_hash:
-            raise InvalidInput("Idempotency-Key", "already used with a different request body")
         return await self.get(earlier.application_id)
 
     async def _gather(

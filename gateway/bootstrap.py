@@ -164,7 +164,7 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         evidence=evidence,
         applications=applications,
         permits=PermitService(sessions, permit_authority),
-        cases=CaseService(sessions, applications, case_status),
+        cases=CaseService(sessions, applications, case_status, settings.stages),
         callbacks={
             "permit": CallbackVerifier("permit", settings.permit, sessions),
             "ywtb": CallbackVerifier("ywtb", settings.ywtb, sessions),

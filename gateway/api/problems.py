@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.logs import request_id
@@ -19,6 +19,7 @@ from schemas.errors import (
     NotFound,
     PermanentError,
     PlatformRejected,
+    StageOutOfOrder,
     TransientError,
     Unauthorized,
 )
@@ -43,6 +44,12 @@ class Problem(BaseModel):
     instance: str
     request_id: str | None = None
     errors: list[FieldError] | None = None
+    current_stage: str | None = Field(
+        None, description="stage_out_of_order: where the application stands"
+    )
+    expected: list[str] | None = Field(
+        None, description="stage_out_of_order: the stages that may come next"
+    )
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -129,6 +136,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         extra: dict[str, Any] = {}
         if isinstance(exc, InvalidInput):
             extra["errors"] = [{"field": exc.field, "reason": exc.reason}]
+        if isinstance(exc, StageOutOfOrder):
+            extra |= {"current_stage": exc.current_stage, "expected": exc.expected}
         if status >= 500:
             log.warning("request failed", extra={"code": exc.code, "detail": exc.detail})
         title = type(exc).__name__
