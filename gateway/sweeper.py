@@ -108,7 +108,7 @@ class Sweeper:
         return self._workers[name]
 
     async def sweep_once(self) -> int:
-        """One sweep: track the open work, drive what is due; return how many items completed."""
+        """One sweep: track the open work, drive what is due; return how many this one applied."""
         open_work = await self.open_work()
         await self._track(open_work)
         before = utcnow() - timedelta(seconds=self._settings.grace_s)
@@ -254,7 +254,7 @@ class Sweeper:
             return 0
         event = outbox_event(row)
         try:
-            await worker.apply(event, attempts=attempts + 1)
+            applied = await worker.apply(event, attempts=attempts + 1)
         except TransientError as exc:
             await self._failed(item, event, worker, attempts + 1, exc, dead=False)
             return 0
@@ -262,6 +262,8 @@ class Sweeper:
             await self._failed(item, event, worker, attempts + 1, exc, dead=True)
             return 0
         await self._finish(item)
+        if not applied:
+            return 0  # done meanwhile by a worker or another sweeper: nothing applied twice
         self.driven += 1
         log.info("open work driven", extra={"worker": worker_name, "event_id": event_id})
         return 1
