@@ -33,7 +33,7 @@ from schemas.cases import (
     check_stage_report,
     check_stage_transition,
 )
-from schemas.errors import Conflict, InvalidInput, NotFound, PushOutOfOrder
+from schemas.errors import Conflict, InvalidInput, NotFound, PushOutOfOrder, StageOutOfOrder
 from schemas.events import APPLICATION_EVENTS, CASE_EVENTS, ApplicationEvent, CaseEvent, Event
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,26 @@ class CaseService:
                 )
             except IntegrityError:
                 continue
+            except StageOutOfOrder:
+                # A duplicate with the same key may have committed between our key check
+                # and our read of the stages: then this is its replay, not a new report.
+                earlier = await self._replayed(client, idempotency_key, fingerprint)
+                if earlier is None:
+                    raise
+                return earlier
         raise Conflict(f"concurrent stage reports for application {application_id}")
+
+    async def _replayed(
+        self, client: str, key: str | None, fingerprint: str
+    ) -> Created[StageChangeResource] | None:
+        if not key:
+            return None
+        async with self._sessions() as session:
+            earlier = await recall(session, client, key, fingerprint)
+            if earlier is None or earlier.resource_id is None:
+                return None
+            recorded = await _stage_change(session, earlier.resource_id)
+        return None if recorded is None else Created(recorded, created=False)
 
     async def _record_stage(
         self,
