@@ -110,14 +110,14 @@ class Sweeper:
     async def sweep_once(self) -> int:
         """One sweep: track the open work, drive what is due; return how many this one applied."""
         open_work = await self.open_work()
-        await self._track(open_work)
+        await self.track(open_work)
         before = utcnow() - timedelta(seconds=self._settings.grace_s)
         due = [(item, work) for item, work in open_work.items() if work.since < before]
         completed = 0
         for item, work in due[: self._settings.batch_size]:
             if self._breaker_open(work.platforms):
                 continue
-            attempts = await self._claim(item)
+            attempts = await self.claim(item)
             if attempts is None:
                 continue
             completed += await self._drive(item, attempts)
@@ -185,7 +185,7 @@ class Sweeper:
         breakers = self._container.breakers
         return any(p in breakers and breakers[p].state is BreakerState.OPEN for p in platforms)
 
-    async def _track(self, open_work: dict[Item, OpenWork]) -> None:
+    async def track(self, open_work: dict[Item, OpenWork]) -> None:
         """A row for every open item; rows of items no longer open (and not leased) go."""
         now = time.time()
         async with transaction(self._sessions) as session:
@@ -216,7 +216,7 @@ class Sweeper:
                     )
                 )
 
-    async def _claim(self, item: Item) -> int | None:
+    async def claim(self, item: Item) -> int | None:
         """Take the item's lease if it is due and free; return its attempts so far, or None."""
         now = time.time()
         worker, event_id = item
@@ -253,13 +253,14 @@ class Sweeper:
             await self._finish(item)
             return 0
         event = outbox_event(row)
+        tried = await self._delivery_attempts(item) if worker.spec.tracks_delivery else 0
         try:
-            applied = await worker.apply(event, attempts=attempts + 1)
+            applied = await worker.apply(event, attempts=tried + 1)
         except TransientError as exc:
-            await self._failed(item, event, worker, attempts + 1, exc, dead=False)
+            await self._failed(item, event, worker, (attempts + 1, tried + 1), exc, dead=False)
             return 0
         except PermanentError as exc:
-            await self._failed(item, event, worker, attempts + 1, exc, dead=True)
+            await self._failed(item, event, worker, (attempts + 1, tried + 1), exc, dead=True)
             return 0
         await self._finish(item)
         if not applied:
@@ -267,6 +268,12 @@ class Sweeper:
         self.driven += 1
         log.info("open work driven", extra={"worker": worker_name, "event_id": event_id})
         return 1
+
+    async def _delivery_attempts(self, item: Item) -> int:
+        """How often the delivery was tried so far (by the worker and by sweeps)."""
+        async with self._sessions() as session:
+            delivery = await session.get(Delivery, item)
+        return delivery.attempts if delivery is not None else 0
 
     async def _finish(self, item: Item) -> None:
         async with transaction(self._sessions) as session:
@@ -283,12 +290,16 @@ class Sweeper:
         item: Item,
         event: BaseCloudEvent,
         worker: Worker,
-        attempts: int,
+        counts: tuple[int, int],
         exc: Exception,
         *,
         dead: bool,
     ) -> None:
-        """Back off (or give up on a permanent rejection), release the lease, record why."""
+        """Back off (or give up on a permanent rejection), release the lease, record why.
+
+        ``counts``: the sweeps of this item so far, and the delivery's attempts in all.
+        """
+        attempts, delivery_attempts = counts
         error = f"{type(exc).__name__}: {exc}"[:1000]
         delay = min(
             self._settings.backoff_initial_s * 2 ** (attempts - 1), self._settings.backoff_max_s
@@ -309,7 +320,9 @@ class Sweeper:
             )
             if worker.spec.tracks_delivery:
                 status = DeliveryStatus.DEAD if dead else DeliveryStatus.RETRYING
-                await record_delivery(session, worker.spec.name, event, status, attempts, error)
+                await record_delivery(
+                    session, worker.spec.name, event, status, delivery_attempts, error
+                )
         (log.error if dead else log.warning)(
             "open work failed" + (" for good" if dead else ", backing off"),
             extra={"worker": item[0], "event_id": item[1], "error": error, "attempts": attempts},

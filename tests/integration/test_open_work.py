@@ -178,3 +178,29 @@ async def test_two_sweepers_at_once_drive_each_open_item_once(
         (case.case_no, 2, "03"),
     ]
     assert await count(connector, SweepItem) == 0
+
+
+async def test_an_item_held_by_a_sweeper_that_died_is_driven_when_its_lease_ends(
+    api: httpx.AsyncClient,
+    connector: Container,
+    platforms: dict[str, Platform],
+    settings: Settings,
+) -> None:
+    short_budgets(settings, connector)
+    settings.sweeper.grace_s = 0.2
+    settings.sweeper.lease_s = 1.5
+    platforms["licence"].control.faults.down = True
+    application = (await api.post("/api/v1/applications", json=low_voltage(QINGPU))).json()
+    platforms["licence"].control.faults.down = False
+    await asyncio.sleep(settings.sweeper.grace_s)
+
+    crashed, survivor = Sweeper(connector), Sweeper(connector)
+    [item] = list(await crashed.open_work())
+    await crashed.track(await crashed.open_work())
+    assert await crashed.claim(item) == 0  # claimed; then its process died
+
+    assert await survivor.sweep_once() == 0, "the lease keeps it from a second sweeper"
+    assert await status_of(api, application["id"]) == "evidence_pending"
+    await asyncio.sleep(settings.sweeper.lease_s)
+    assert await survivor.sweep_once() == 1
+    assert await status_of(api, application["id"]) == "ready"
