@@ -113,13 +113,16 @@ class Sweeper:
         await self.track(open_work)
         before = utcnow() - timedelta(seconds=self._settings.grace_s)
         due = [(item, work) for item, work in open_work.items() if work.since < before]
-        completed = 0
-        for item, work in due[: self._settings.batch_size]:
+        completed = tried = 0
+        for item, work in due:
+            if tried >= self._settings.batch_size:
+                break
             if self._breaker_open(work.platforms):
                 continue
             attempts = await self.claim(item)
             if attempts is None:
-                continue
+                continue  # backing off, or another sweeper holds it
+            tried += 1
             completed += await self._drive(item, attempts)
         return completed
 
