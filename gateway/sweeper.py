@@ -28,6 +28,7 @@ ops decide, as with a dead letter.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -59,11 +60,19 @@ from gateway.store.models import (
     utcnow,
 )
 from gateway.supervise import Beat, LoopBody, periodic
-from gateway.worker import Worker
+from gateway.worker import (
+    H_ATTEMPT,
+    H_DEAD_AT,
+    H_ERROR,
+    H_HISTORY,
+    H_TOPIC,
+    H_WORKER,
+    Worker,
+)
 from gateway.workers import WORKERS
 from schemas.applications import ApplicationStatus, EvidenceStatus
-from schemas.errors import PermanentError, TransientError
-from schemas.events import ApplicationEvent, PermitEvent
+from schemas.errors import BrokerUnavailable, PermanentError, TransientError
+from schemas.events import ApplicationEvent, PermitEvent, dead_letter_topic
 from schemas.permits import PermitStatus
 
 log = logging.getLogger(__name__)
@@ -263,7 +272,13 @@ class Sweeper:
             await self._failed(item, event, worker, (attempts + 1, tried + 1), exc, dead=False)
             return 0
         except PermanentError as exc:
-            await self._failed(item, event, worker, (attempts + 1, tried + 1), exc, dead=True)
+            try:
+                await self._dead_letter(row, worker_name, exc, tried + 1)
+            except BrokerUnavailable:
+                dead = False  # no letter without the broker: try again later
+            else:
+                dead = True
+            await self._failed(item, event, worker, (attempts + 1, tried + 1), exc, dead=dead)
             return 0
         await self._finish(item)
         if not applied:
@@ -271,6 +286,27 @@ class Sweeper:
         self.driven += 1
         log.info("open work driven", extra={"worker": worker_name, "event_id": event_id})
         return 1
+
+    async def _dead_letter(
+        self, row: OutboxRow, worker: str, exc: Exception, attempts: int
+    ) -> None:
+        """Put the event on ``<topic>.dlq`` as a worker would, so ``ywtb dlq replay`` revives it."""
+        message = outbox_to_message(row)
+        error = f"{type(exc).__name__}: {exc}"
+        history = [{"attempt": attempts, "at": time.time(), "error": error, "by": self.owner}]
+        headers = {
+            **message.headers,
+            H_WORKER: worker.encode(),
+            H_ERROR: error.encode(),
+            H_HISTORY: json.dumps(history, ensure_ascii=False).encode(),
+            H_TOPIC: row.topic.encode(),
+            H_ATTEMPT: str(attempts).encode(),
+            H_DEAD_AT: str(time.time()).encode(),
+        }
+        letter = ce_kafka.KafkaMessage(headers=headers, key=message.key, value=message.value)
+        [acked] = await self._container.bus.publish([(dead_letter_topic(row.topic), letter)])
+        if not acked:
+            raise BrokerUnavailable(f"dead letter of {row.event_id} not acknowledged")
 
     async def _delivery_attempts(self, item: Item) -> int:
         """How often the delivery was tried so far (by the worker and by sweeps)."""

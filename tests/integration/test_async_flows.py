@@ -306,7 +306,7 @@ async def test_status_pushes_wait_while_ywtb_is_down_then_arrive_once_in_order(
     assert [p["SJID"] for p in arrived] == event_ids
 
 
-async def _replay(settings: Settings, *event_ids: str) -> list[str]:
+async def dlq_replay(settings: Settings, *event_ids: str) -> list[str]:
     """``ywtb dlq replay EVENT_ID ...`` as ops run it; the event ids it replayed."""
     replay = await asyncio.to_thread(
         subprocess.run,
@@ -363,14 +363,14 @@ async def test_a_push_rejected_for_good_is_dead_lettered_and_replayed_after_the_
         assert [p["SJID"] for p in await pushes(platforms)] == [accepted]
 
         await platforms["ywtb"].admin("DELETE", "reject")
-        assert await _replay(settings, completed) == [completed]
+        assert await dlq_replay(settings, completed) == [completed]
         await eventually(lambda: states_are({metering: "delivered", completed: "delivered"}))
         in_order = [(p["XH"], p["ZTDM"], p["SJID"]) for p in await pushes(platforms)]
         assert in_order == [(1, "01", accepted), (2, "03", metering), (3, "04", completed)]
 
         # The stage pushed along the way is replayed too: the platform has it, nothing changes.
         calls = platforms["ywtb"].control.calls["PushCaseStatus"]
-        assert await _replay(settings, metering) == [metering]
+        assert await dlq_replay(settings, metering) == [metering]
 
         async def replay_answered() -> bool:
             return platforms["ywtb"].control.calls["PushCaseStatus"] > calls

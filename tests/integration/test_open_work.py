@@ -26,6 +26,7 @@ from tests.integration.test_async_flows import (
     WORKS,
     a_case,
     application_of,
+    dlq_replay,
     file_case,
     pushes,
 )
@@ -204,3 +205,56 @@ async def test_an_item_held_by_a_sweeper_that_died_is_driven_when_its_lease_ends
     await asyncio.sleep(settings.sweeper.lease_s)
     assert await survivor.sweep_once() == 1
     assert await status_of(api, application["id"]) == "ready"
+
+
+async def test_a_push_the_sweeper_finds_rejected_for_good_is_a_dead_letter_ops_can_replay(
+    api: httpx.AsyncClient,
+    connector: Container,
+    platforms: dict[str, Platform],
+    settings: Settings,
+    api_port: int,
+) -> None:
+    short_budgets(settings, connector)
+    settings.sweeper.grace_s = 0.2
+    case = a_case("SH2026112600400", credential=JINGAN)
+    await file_case(platforms, settings, api_port, case)
+    application_id = await application_of(connector, case.case_no)
+    await platforms["ywtb"].admin("PUT", "reject", [case.case_no])
+    reported = [
+        (
+            await api.post(
+                f"/api/v1/applications/{application_id}/progress",
+                json={"stage": stage, "handler": "静安供电服务中心"},
+            )
+        ).json()["event_id"]
+        for stage in ("accepted", "metering_and_connection")
+    ]
+    await asyncio.sleep(settings.sweeper.grace_s)
+
+    assert await Sweeper(connector).sweep_once() == 0  # no status worker runs: only the sweeper
+
+    letters = {d.event_id: d for d in await read_dead_letters(settings.kafka)}
+    assert set(letters) == set(reported)
+    assert {d.worker for d in letters.values()} == {"ywtb-status"}
+    assert "PlatformRejected" in letters[reported[0]].header("ywtb_error")
+    async with connector.sessions() as session:
+        states = dict((await session.execute(select(Delivery.event_id, Delivery.status))).all())
+    assert states == dict.fromkeys(reported, "dead")
+    assert await Sweeper(connector).sweep_once() == 0, "a dead item is left to ops"
+
+    await platforms["ywtb"].admin("DELETE", "reject")
+    async with running(connector, "ywtb-status"):
+        assert await dlq_replay(settings, *reversed(reported)) == list(reversed(reported))
+
+        async def both_delivered() -> bool:
+            async with connector.sessions() as session:
+                rows = (await session.scalars(select(Delivery.status))).all()
+            return list(rows) == ["delivered", "delivered"]
+
+        await eventually(both_delivered)
+    assert [(p["XH"], p["SJID"]) for p in await pushes(platforms)] == [
+        (1, reported[0]),
+        (2, reported[1]),
+    ]
+    assert await Sweeper(connector).sweep_once() == 0
+    assert await count(connector, SweepItem) == 0
