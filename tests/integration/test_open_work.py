@@ -4,6 +4,7 @@ workers' retries could not, once, whatever the length of the outage."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from gateway.settings import Settings, SweeperSettings
 from gateway.store.models import Delivery, Permit, SweepItem
 from gateway.supervise import supervise
 from gateway.sweeper import Sweeper, sweeper
+from schemas.errors import PlatformUnavailable
 from schemas.events import APPLICATION_EVENTS
 from tests.integration.conftest import Platform
 from tests.integration.test_applications import JINGAN, LINGANG, REVOKED, body, count, low_voltage
@@ -257,3 +259,35 @@ async def test_a_push_the_sweeper_finds_rejected_for_good_is_a_dead_letter_ops_c
     ]
     assert await Sweeper(connector).sweep_once() == 0
     assert await count(connector, SweepItem) == 0
+
+
+async def test_work_of_a_platform_whose_breaker_is_open_waits_for_its_trial(
+    api: httpx.AsyncClient,
+    connector: Container,
+    platforms: dict[str, Platform],
+    settings: Settings,
+) -> None:
+    short_budgets(settings, connector)
+    settings.sweeper.grace_s = 0.2
+    licence = platforms["licence"].control
+    licence.faults.down = True
+    application = (await api.post("/api/v1/applications", json=low_voltage(CHANGNING))).json()
+    breaker = connector.breakers["licence"]
+    breaker.reset_timeout_s = 2.0
+    for _ in range(breaker.failure_threshold):  # the licence library failed, as the workers saw
+        with contextlib.suppress(PlatformUnavailable), breaker.guard():
+            raise PlatformUnavailable("licence", "answered HTTP 503")
+    licence.faults.down = False
+    await asyncio.sleep(settings.sweeper.grace_s)
+    sweep = Sweeper(connector)
+
+    assert await sweep.sweep_once() == 0
+    assert licence.calls[QUERY_LICENCE] == 0, "no call while the breaker is open"
+    async with connector.sessions() as session:
+        assert await session.scalar(select(SweepItem.attempts)) == 0, "and no attempt counted"
+
+    await asyncio.sleep(breaker.reset_timeout_s)  # half-open: the sweep is the trial
+    assert await sweep.sweep_once() == 1
+    assert licence.calls[QUERY_LICENCE] == 1
+    assert await status_of(api, application["id"]) == "ready"
+    assert breaker.state.value == "closed"
