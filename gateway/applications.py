@@ -27,6 +27,7 @@ from gateway.access import Client
 from gateway.deadlines import DeadlineService
 from gateway.deliveries import DeliveryStatus
 from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep, record_of
+from gateway.idempotency import recall, remember
 from gateway.outbox import add_event
 from gateway.settings import EvidenceSettings
 from gateway.store.db import Sessions, transaction
@@ -35,7 +36,6 @@ from gateway.store.models import (
     ApplicationEvidence,
     Case,
     Delivery,
-    IdempotencyKey,
     StageChange,
     utcnow,
 )
@@ -223,14 +223,14 @@ class ApplicationService:
             async with transaction(self._sessions) as session:
                 await self._create(session, application_id, request, outcomes, owner=client)
                 if idempotency_key:
-                    session.add(
-                        IdempotencyKey(
-                            client=client,
-                            key=idempotency_key,
-                            request_hash=body_hash,
-                            application_id=application_id,
-                            created_at=utcnow(),
-                        )
+                    remember(
+                        session,
+                        client=client,
+                        key=idempotency_key,
+                        scope="applications",
+                        fingerprint=body_hash,
+                        application_id=application_id,
+                        resource_id=application_id,
                     )
                     await session.flush()
                 created = await self._load(session, application_id)
@@ -352,12 +352,8 @@ class ApplicationService:
         self, session: AsyncSession, client: str, key: str, body_hash: str
     ) -> ApplicationResource | None:
         """What an earlier request with this key created, or None."""
-        earlier = await session.get(IdempotencyKey, (client, key))
-        if earlier is None:
-            return None
-        if earlier.request_hash != body_hash:
-            raise InvalidInput("Idempotency-Key", "already used with a different request body")
-        return await self._load(session, earlier.application_id)
+        earlier = await recall(session, client, key, body_hash)
+        return None if earlier is None else await self._load(session, earlier.application_id)
 
     async def _load(self, session: AsyncSession, application_id: str) -> ApplicationResource:
         """The application as the API answers it, read through ``session`` (fresh from the rows)."""

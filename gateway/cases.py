@@ -11,25 +11,30 @@ from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.ports import CaseStatusSink
 from gateway.applications import ApplicationService
 from gateway.deadlines import DeadlineService
+from gateway.deliveries import DeliveryStatus, record_delivery_of
+from gateway.idempotency import Created, recall, remember, request_hash
 from gateway.outbox import add_event
+from gateway.settings import StageSettings
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import Application, Case, ReceivedCallback, StageChange, utcnow
 from schemas.applications import ApplicationRequest
 from schemas.cases import (
     CaseStatusUpdate,
     InboundCase,
+    Stage,
     StageChangeResource,
     StageReport,
     check_stage_report,
+    check_stage_transition,
 )
-from schemas.errors import Conflict, InvalidInput, NotFound
+from schemas.errors import Conflict, InvalidInput, NotFound, PushOutOfOrder, StageOutOfOrder
 from schemas.events import APPLICATION_EVENTS, CASE_EVENTS, ApplicationEvent, CaseEvent, Event
 
 log = logging.getLogger(__name__)
@@ -69,11 +74,13 @@ class CaseService:
         applications: ApplicationService,
         sink: CaseStatusSink,
         deadlines: DeadlineService,
+        settings: StageSettings | None = None,
     ) -> None:
         self._sessions = sessions
         self._applications = applications
         self._sink = sink
         self._deadlines = deadlines
+        self._settings = settings or StageSettings()
 
     async def receive(self, case: InboundCase, app_id: str, body: dict[str, Any]) -> str:
         """The application of ``case``, created the first time the case arrives.
@@ -134,38 +141,99 @@ class CaseService:
             pass  # the case arrived before: it already has its application and event
         return application_id
 
-    async def report_stage(self, application_id: str, report: StageReport) -> StageChangeResource:
-        """Record a stage change and its event; the ``ywtb-status`` worker pushes it."""
+    async def report_stage(
+        self,
+        application_id: str,
+        report: StageReport,
+        *,
+        client: str = "",
+        idempotency_key: str | None = None,
+    ) -> Created[StageChangeResource]:
+        """Record a stage change and its event; the ``ywtb-status`` worker pushes it.
+
+        The stage rules (``schemas.cases.check_stage_transition``) are checked
+        against the stages recorded so far, in the transaction that records the
+        new one, so a refusal stores nothing and two racing reports cannot both
+        pass on the same history. With ``idempotency_key`` a repeat answers the
+        stage change the first request recorded.
+        """
         check_stage_report(report)
+        fingerprint = request_hash("progress", application_id, report.model_dump_json())
         for _ in range(3):  # two reports of one application racing for the next seq
             try:
-                return await self._record_stage(application_id, report)
+                return await self._record_stage(
+                    application_id, report, client, idempotency_key, fingerprint
+                )
             except IntegrityError:
                 continue
+            except StageOutOfOrder:
+                # A duplicate with the same key may have committed between our key check
+                # and our read of the stages: then this is its replay, not a new report.
+                earlier = await self._replayed(client, idempotency_key, fingerprint)
+                if earlier is None:
+                    raise
+                return earlier
         raise Conflict(f"concurrent stage reports for application {application_id}")
 
-    async def _record_stage(self, application_id: str, report: StageReport) -> StageChangeResource:
+    async def _replayed(
+        self, client: str, key: str | None, fingerprint: str
+    ) -> Created[StageChangeResource] | None:
+        if not key:
+            return None
+        async with self._sessions() as session:
+            earlier = await recall(session, client, key, fingerprint)
+            if earlier is None or earlier.resource_id is None:
+                return None
+            recorded = await _stage_change(session, earlier.resource_id)
+        return None if recorded is None else Created(recorded, created=False)
+
+    async def _record_stage(
+        self,
+        application_id: str,
+        report: StageReport,
+        client: str,
+        key: str | None,
+        fingerprint: str,
+    ) -> Created[StageChangeResource]:
         async with transaction(self._sessions) as session:
-            if await session.get(Application, application_id) is None:
+            if key:
+                earlier = await recall(session, client, key, fingerprint)
+                if earlier is not None and earlier.resource_id is not None:
+                    recorded = await _stage_change(session, earlier.resource_id)
+                    if recorded is not None:
+                        return Created(recorded, created=False)
+            application = await session.get(Application, application_id)
+            if application is None:
                 raise NotFound(f"application {application_id} not found")
-            last = await session.scalar(
-                select(func.max(StageChange.seq)).where(
-                    StageChange.application_id == application_id
+            history = (
+                await session.scalars(
+                    select(StageChange)
+                    .where(StageChange.application_id == application_id)
+                    .order_by(StageChange.seq)
                 )
+            ).all()
+            now = utcnow()
+            check_stage_transition(
+                report,
+                procedures=application.procedures,
+                history=[Stage(row.stage) for row in history],
+                received_at=application.received_at,
+                now=now,
+                clock_skew_s=self._settings.clock_skew_s,
             )
             case_no = await session.scalar(
                 select(Case.case_no).where(Case.application_id == application_id)
             )
             change = StageChange(
                 application_id=application_id,
-                seq=(last or 0) + 1,
+                seq=history[-1].seq + 1 if history else 1,
                 stage=report.stage.value,
                 handler=report.handler,
-                occurred_at=report.occurred_at or utcnow(),
+                occurred_at=report.occurred_at or now,
                 reason=report.reason,
                 result_code=report.result_code,
                 event_id=str(uuid.uuid4()),
-                created_at=utcnow(),
+                created_at=now,
             )
             session.add(change)
             await session.flush()
@@ -190,27 +258,114 @@ class CaseService:
                     data=resource.model_dump(mode="json"),
                 ),
             )
-        return resource
+            if key:
+                remember(
+                    session,
+                    client=client,
+                    key=key,
+                    scope="progress",
+                    fingerprint=fingerprint,
+                    application_id=application_id,
+                    resource_id=change.event_id,
+                )
+        return Created(resource, created=True)
 
     async def prepare_push(
-        self, event: BaseCloudEvent
+        self, event: BaseCloudEvent, *, worker: str = "ywtb-status"
     ) -> Callable[[AsyncSession], Awaitable[None]] | None:
-        """Push a stage change to its 一网通办 case; None if the application has no case."""
+        """Push a stage change to its 一网通办 case; None if the application has no case.
+
+        一网通办 takes the stages of a case only in sequence. When it answers "out
+        of order" (it holds fewer stages than this one follows: a late or
+        replayed push, or earlier ones dead-lettered), the stages it is missing
+        are pushed first, in order, from the store, then this one. Nothing is
+        recorded delivered that the platform did not accept: any other refusal
+        propagates. The effect records the stages pushed along the way as
+        delivered by ``worker``, since the platform now holds them.
+        """
         if event.get_type() != ApplicationEvent.STAGE_CHANGED:
             return None
         change = StageChangeResource.model_validate(event.get_data())
         if change.case_no is None:
             return None
         update = CaseStatusUpdate.model_validate(change.model_dump())
-        try:
-            await self._sink.push_status(update)
-        except Conflict:
-            # 4090: the case already shows a later stage; this push is stale, not lost.
-            log.warning(
-                "stale status push dropped", extra={"case_no": update.case_no, "seq": update.seq}
-            )
+        filled = await self._push_in_order(update)
 
-        async def delivered(_session: AsyncSession) -> None:
-            """Nothing to change here: the inbox and the delivery record say it arrived."""
+        async def delivered(session: AsyncSession) -> None:
+            """The inbox and delivery record of this event say it arrived; so did ``filled``."""
+            for earlier in filled:
+                await record_delivery_of(
+                    session,
+                    worker,
+                    earlier.event_id,
+                    earlier.application_id,
+                    ApplicationEvent.STAGE_CHANGED,
+                    DeliveryStatus.DELIVERED,
+                    None,
+                    None,
+                )
 
         return delivered
+
+    async def _push_in_order(self, update: CaseStatusUpdate) -> list[CaseStatusUpdate]:
+        """Push ``update``, first the stages the case misses if needed; return those."""
+        try:
+            await self._sink.push_status(update)
+            return []
+        except PushOutOfOrder as exc:
+            if exc.last_seq >= update.seq:
+                raise  # the platform contradicts its own rule: never count that as delivered
+            missing = await self._stage_updates(update, after=exc.last_seq)
+            expected = list(range(exc.last_seq + 1, update.seq))
+            if [m.seq for m in missing] != expected:
+                raise Conflict(
+                    f"case {update.case_no}: the store lacks stages {expected} "
+                    f"that 一网通办 needs before {update.seq}",
+                    last_seq=exc.last_seq,
+                ) from exc
+            log.warning(
+                "case misses earlier stages: pushing them first",
+                extra={"case_no": update.case_no, "seq": update.seq, "missing": expected},
+            )
+        for earlier in missing:
+            await self._sink.push_status(earlier)
+        await self._sink.push_status(update)
+        return missing
+
+    async def _stage_updates(
+        self, update: CaseStatusUpdate, *, after: int
+    ) -> list[CaseStatusUpdate]:
+        """The recorded stages of ``update``'s application between ``after`` and it, in order."""
+        async with self._sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(StageChange)
+                    .where(
+                        StageChange.application_id == update.application_id,
+                        StageChange.seq > after,
+                        StageChange.seq < update.seq,
+                    )
+                    .order_by(StageChange.seq)
+                )
+            ).all()
+        return [
+            CaseStatusUpdate.model_validate(
+                {
+                    **StageChangeResource.model_validate(row, from_attributes=True).model_dump(),
+                    "case_no": update.case_no,
+                }
+            )
+            for row in rows
+        ]
+
+
+async def _stage_change(session: AsyncSession, event_id: str) -> StageChangeResource | None:
+    """A recorded stage change by its event id, with its case number."""
+    row = await session.scalar(select(StageChange).where(StageChange.event_id == event_id))
+    if row is None:
+        return None
+    case_no = await session.scalar(
+        select(Case.case_no).where(Case.application_id == row.application_id)
+    )
+    resource = StageChangeResource.model_validate(row, from_attributes=True)
+    return resource.model_copy(update={"case_no": case_no})

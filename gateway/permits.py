@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.ports import PermitAuthority
+from gateway.idempotency import Created, recall, remember, request_hash
 from gateway.outbox import add_event
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import (
@@ -44,9 +45,43 @@ class PermitService:
         self._sessions = sessions
         self._authority = authority
 
-    async def request(self, application_id: str, works: PermitWorks) -> PermitResource:
-        """Record a permit application for the external works of a ready application."""
+    async def request(
+        self,
+        application_id: str,
+        works: PermitWorks,
+        *,
+        client: str = "",
+        idempotency_key: str | None = None,
+    ) -> Created[PermitResource]:
+        """Record a permit application for the external works of a ready application.
+
+        With ``idempotency_key``, a repeat of the same request answers the permit
+        the first one created (``created`` False) and records nothing more.
+        """
+        fingerprint = request_hash("permits", application_id, works.model_dump_json())
+        try:
+            return await self._request(application_id, works, client, idempotency_key, fingerprint)
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            # The same key raced us and won: answer what it created.
+            return await self._request(application_id, works, client, idempotency_key, fingerprint)
+
+    async def _request(
+        self,
+        application_id: str,
+        works: PermitWorks,
+        client: str,
+        key: str | None,
+        fingerprint: str,
+    ) -> Created[PermitResource]:
         async with transaction(self._sessions) as session:
+            if key:
+                earlier = await recall(session, client, key, fingerprint)
+                if earlier is not None and earlier.resource_id is not None:
+                    permit = await session.get(Permit, earlier.resource_id)
+                    if permit is not None:
+                        return Created(_resource(permit), created=False)
             application = await session.get(Application, application_id)
             if application is None:
                 raise NotFound(f"application {application_id} not found")
@@ -76,7 +111,17 @@ class PermitService:
             )
             session.add(permit)
             add_event(session, _event(PermitEvent.REQUESTED, permit, {}))
-        return _resource(permit)
+            if key:
+                remember(
+                    session,
+                    client=client,
+                    key=key,
+                    scope="permits",
+                    fingerprint=fingerprint,
+                    application_id=application_id,
+                    resource_id=permit.id,
+                )
+        return Created(_resource(permit), created=True)
 
     async def get(self, permit_id: str) -> PermitResource:
         async with self._sessions() as session:

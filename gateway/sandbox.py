@@ -22,6 +22,7 @@ from gateway.relay import Relay
 from gateway.runtime import api_server, stop_on_signals
 from gateway.settings import Settings, load_settings
 from gateway.supervise import supervise
+from gateway.sweeper import sweeper
 from gateway.worker import Worker
 from gateway.workers import WORKERS
 from schemas.seed import Seed, load_seed
@@ -133,6 +134,9 @@ async def _serve(settings: Settings, port: int, simulators: dict[str, ServedApp]
         asyncio.create_task(
             supervise("deadlines", deadline_job(container), stop, container.loops),
             name="deadlines",
+        ),
+        asyncio.create_task(
+            supervise("sweeper", sweeper(container), stop, container.loops), name="sweeper"
         ),
     ]
     while not server.started and not tasks[0].done():

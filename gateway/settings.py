@@ -376,6 +376,29 @@ class ConsoleSettings(BaseModel):
     )
 
 
+class SweeperSettings(BaseModel):
+    """The sweeper: drives unfinished work found in the store again (gateway.sweeper)."""
+
+    interval_s: float = Field(30.0, description="pause between two sweeps")
+    grace_s: float = Field(
+        300.0, description="work younger than this is left to the workers and their retries"
+    )
+    lease_s: float = Field(
+        120.0, description="how long a claimed item is one sweeper's (longer than one drive)"
+    )
+    backoff_initial_s: float = Field(10.0, description="pause after an item's first failure")
+    backoff_max_s: float = Field(900.0, description="longest pause between an item's attempts")
+    batch_size: int = Field(200, description="items driven at most per sweep")
+
+
+class StageSettings(BaseModel):
+    """Stage reports (POST /api/v1/applications/{id}/progress)."""
+
+    clock_skew_s: float = Field(
+        300.0, description="how far in the future a reported occurred_at may be (clock skew)"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="YWTB_",
@@ -407,6 +430,8 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     dlq: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    sweeper: SweeperSettings = Field(default_factory=SweeperSettings)
+    stages: StageSettings = Field(default_factory=StageSettings)
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:

@@ -11,10 +11,11 @@ Failures (Camel's redelivery policy and dead-letter channel):
 
 - ``TransientError``: retried in place with back-off (``in_place_attempts``),
   then sent to ``<topic>.retry`` with a due time and attempt count in headers,
-  and retried from there after each of ``retry_delays_s``; after the last, sent
-  to ``<topic>.dlq``. An *ordered* worker (status pushes) instead blocks its
-  partition and retries until the platform is back, so later messages of the
-  same key never overtake an earlier one.
+  and retried from there after each of ``retry_delays_s``; after the last, left
+  to the sweeper (``gateway.sweeper``), which finds the work still open in the
+  store and drives it again once the platform is back. An *ordered* worker
+  (status pushes) instead blocks its partition and retries until the platform
+  is back, so later messages of the same key never overtake an earlier one.
 - ``PermanentError`` or an undecodable message: to ``<topic>.dlq`` at once.
 
 A dead letter keeps the original headers and payload and adds the error, the
@@ -211,12 +212,30 @@ class Worker:
             with consuming(event, self.spec.name):  # in the trace the event came with
                 await self._apply_retrying(event, attempt)
         except TransientError as exc:
-            dead = attempt > len(self._policy.retry_delays_s)
-            await self._forward(record, producer, exc, attempt, history, dead=dead, event=event)
+            if attempt > len(self._policy.retry_delays_s):
+                await self._leave_to_sweeper(event, exc, attempt)
+                return
+            await self._forward(record, producer, exc, attempt, history, dead=False, event=event)
         except _Stopping:
             raise
         except Exception as exc:  # noqa: BLE001 - isolated: the message goes to the dead letters
             await self._forward(record, producer, exc, attempt, history, dead=True, event=event)
+
+    async def _leave_to_sweeper(
+        self, event: BaseCloudEvent, exc: TransientError, attempt: int
+    ) -> None:
+        """Out of retries for a transient failure: the work is still open in the store, where
+        the sweeper (``gateway.sweeper``) finds it; a dead letter is for permanent rejections."""
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "retries exhausted, left to the sweeper",
+            extra={"worker": self.spec.name, "event_id": event.get_id(), "error": error},
+        )
+        if self.spec.tracks_delivery:
+            async with transaction(self._sessions) as session:
+                await record_delivery(
+                    session, self.spec.name, event, DeliveryStatus.RETRYING, attempt, error
+                )
 
     async def _until_due(self, due_at: float) -> None:
         delay = due_at - time.time()

@@ -1,14 +1,21 @@
-"""一网通办 cases (办件) and their status (办件状态), in the connector's own words."""
+"""一网通办 cases (办件) and their status (办件状态), in the connector's own words.
+
+The stage rules (``check_stage_transition`` and the functions it is built
+from) are pure: they take what the store holds and raise, and never do I/O,
+so the API and the deadline clock share them.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.errors import InvalidInput
+from schemas.applications import Procedure
+from schemas.errors import InvalidInput, StageOutOfOrder
 from schemas.text import IsoDateTime, optional_text, text
 
 
@@ -90,10 +97,101 @@ class StageReport(BaseModel):
 
 def check_stage_report(report: StageReport) -> None:
     """Rules across fields; ``InvalidInput`` names the field to correct."""
-    if report.stage in (Stage.SUPPLEMENT_REQUESTED, Stage.REFUSED) and not report.reason:
+    if report.stage in (Stage.SUPPLEMENT_REQUESTED, Stage.REFUSED) and not (
+        report.reason and report.reason.strip()
+    ):
         raise InvalidInput("reason", f"required for stage {report.stage.value}")
     if report.occurred_at is not None and report.occurred_at.tzinfo is None:
         raise InvalidInput("occurred_at", "needs a time zone, e.g. +08:00")
+
+
+# --- the stage rules ------------------------------------------------------------
+
+#: The stage that reports each procedure done or under way.
+PROCEDURE_STAGES: dict[Procedure, Stage] = {
+    Procedure.ACCEPTANCE: Stage.ACCEPTED,
+    Procedure.SURVEY_AND_PLAN: Stage.SURVEY_AND_PLAN,
+    Procedure.EXTERNAL_WORKS: Stage.EXTERNAL_WORKS,
+    Procedure.METERING_AND_CONNECTION: Stage.METERING_AND_CONNECTION,
+}
+#: After these nothing more is reported: 办结 and 不予受理.
+FINAL_STAGES = frozenset({Stage.COMPLETED, Stage.REFUSED})
+#: Stages that may come at any point before a final one, and repeat (补正, 不予受理/退回).
+ANY_TIME_STAGES = frozenset({Stage.SUPPLEMENT_REQUESTED, Stage.REFUSED})
+
+
+def stage_path(procedures: Sequence[str]) -> list[Stage]:
+    """The stages an application goes through, in order: one per procedure, then 办结."""
+    return [PROCEDURE_STAGES[Procedure(p)] for p in procedures] + [Stage.COMPLETED]
+
+
+def current_stage(history: Sequence[Stage]) -> Stage | None:
+    """Where the application stands: the last stage reported other than 补正 (None: nothing yet).
+
+    A 补正 pauses the stage it was asked in; it does not move the application on.
+    """
+    return next((s for s in reversed(history) if s is not Stage.SUPPLEMENT_REQUESTED), None)
+
+
+def next_stages(procedures: Sequence[str], history: Sequence[Stage]) -> list[Stage]:
+    """The stages that may be reported next (empty after 办结 or 不予受理).
+
+    The procedures are the order, and none is skipped: every stage is pushed to
+    the customer on 一网通办, and each counts as a procedure of its own, so the
+    next procedure stage is exactly the one after the current; 办结 only after
+    the last procedure. 补正 and 不予受理 may come at any point before the end.
+    """
+    current = current_stage(history)
+    if current in FINAL_STAGES:
+        return []
+    path = stage_path(procedures)
+    following = path[0] if current is None else path[path.index(current) + 1]
+    return [following, Stage.SUPPLEMENT_REQUESTED, Stage.REFUSED]
+
+
+def check_stage_transition(
+    report: StageReport,
+    *,
+    procedures: Sequence[str],
+    history: Sequence[Stage],
+    received_at: datetime,
+    now: datetime,
+    clock_skew_s: float,
+) -> None:
+    """Refuse a report that breaks the procedures' rules; return None if it may be recorded.
+
+    ``history``: the stages reported so far, in order; ``received_at``: when the
+    application was received. Raises ``InvalidInput`` (422) for a bad field —
+    a missing reason, a time in the future (beyond ``clock_skew_s``) or before
+    the application, a stage that is not one of the application's procedures —
+    and ``StageOutOfOrder`` (409) naming the current stage for a stage out of order.
+    """
+    check_stage_report(report)
+    stage = report.stage
+    if stage not in ANY_TIME_STAGES and stage not in stage_path(procedures):
+        names = ", ".join(s.value for s in stage_path(procedures))
+        raise InvalidInput("stage", f"{stage.value} is not a stage of this application ({names})")
+    if report.occurred_at is not None:
+        skew = timedelta(seconds=clock_skew_s)
+        if report.occurred_at > now + skew:
+            raise InvalidInput("occurred_at", f"in the future (now is {now.isoformat()})")
+        if report.occurred_at < received_at - skew:
+            raise InvalidInput(
+                "occurred_at",
+                f"before the application was received ({received_at.isoformat()})",
+            )
+    allowed = next_stages(procedures, history)
+    if stage not in allowed:
+        current = current_stage(history)
+        named = current.value if current is not None else None
+        if not allowed:
+            detail = f"the application is {named}: nothing may follow"
+        else:
+            detail = (
+                f"{stage.value} cannot follow {named or 'nothing'}; "
+                f"next: {', '.join(s.value for s in allowed)}"
+            )
+        raise StageOutOfOrder(detail, current_stage=named, expected=[s.value for s in allowed])
 
 
 class StageChangeResource(BaseModel):

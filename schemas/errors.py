@@ -16,6 +16,8 @@ adapter boundary; only ``gateway/`` maps them to HTTP status codes::
         ├── InvalidInput          the caller's data is wrong (field + reason)
         ├── NotFound              the record does not exist (here or on a platform)
         ├── Conflict              the request contradicts an earlier one
+        │   ├── StageOutOfOrder   a stage report out of the procedures' order (current_stage)
+        │   └── PushOutOfOrder    a platform holds fewer stages than a push needs (last_seq)
         ├── Unauthorized          missing or bad credentials, bad signature
         ├── Forbidden             authenticated, but the client lacks the scope
         ├── PayloadTooLarge       a request body over its route's limit
@@ -121,6 +123,37 @@ class Conflict(PermanentError):
     """The request contradicts an earlier one (e.g. an idempotency key reused)."""
 
     code = "conflict"
+
+
+class StageOutOfOrder(Conflict):
+    """A stage report that does not follow the application's procedures.
+
+    ``current_stage`` is where the application stands (None before the first
+    report); ``expected`` the stages that may come next.
+    """
+
+    code = "stage_out_of_order"
+
+    def __init__(
+        self, detail: str, *, current_stage: str | None, expected: list[str], **context: Any
+    ) -> None:
+        super().__init__(detail, current_stage=current_stage, expected=expected, **context)
+        self.current_stage = current_stage
+        self.expected = expected
+
+
+class PushOutOfOrder(Conflict):
+    """A platform refused a push because it has not seen the ones before it.
+
+    ``last_seq`` is the last sequence number the platform accepted for the case.
+    """
+
+    code = "out_of_order"
+
+    def __init__(self, platform: str, detail: str, *, last_seq: int, **context: Any) -> None:
+        super().__init__(f"{platform}: {detail}", platform=platform, last_seq=last_seq, **context)
+        self.platform = platform
+        self.last_seq = last_seq
 
 
 class Unauthorized(PermanentError):

@@ -10,7 +10,7 @@ from adapters.signing import Signer
 from adapters.ywtb import mapping
 from adapters.ywtb.errors import ENVELOPE, PLATFORM
 from schemas.cases import CaseStatusUpdate
-from schemas.errors import InvalidInput
+from schemas.errors import Conflict, ConnectorError, InvalidInput, PushOutOfOrder
 
 
 class CaseStatusClient:
@@ -45,10 +45,10 @@ class CaseStatusClient:
     async def push_status(self, update: CaseStatusUpdate) -> None:
         """Push one stage change; a repeat of an accepted push is success.
 
-        Raises ``InvalidInput`` (before sending), ``Unauthorized``, ``Conflict``
-        (a later state is already on the platform), ``PlatformRejected`` or,
-        after the last attempt (at once while the breaker is open),
-        ``PlatformUnavailable``.
+        Raises ``InvalidInput`` (before sending), ``Unauthorized``,
+        ``PushOutOfOrder`` (the case misses earlier stages; ``last_seq`` is its
+        last accepted one), ``PlatformRejected`` or, after the last attempt (at
+        once while the breaker is open), ``PlatformUnavailable``.
         """
         try:
             content = encode(mapping.status_body(update))
@@ -65,6 +65,25 @@ class CaseStatusClient:
                     content=content,
                     http_timeout=self._timeout,
                 )
-                ENVELOPE.read(response)
+                try:
+                    ENVELOPE.read(response)
+                except Conflict as exc:
+                    raise _out_of_order(exc, response) from exc
                 return
         raise AssertionError("retry_transient neither returned nor raised")  # pragma: no cover
+
+
+def _out_of_order(error: Conflict, response: httpx.Response) -> ConnectorError:
+    """A 4090 as ``PushOutOfOrder`` carrying the case's last accepted XH; other conflicts as is."""
+    if error.context.get("platform_code") != mapping.OUT_OF_ORDER:
+        return error
+    try:
+        last_seq = mapping.last_seq_of(response.json().get("data"))
+    except (ValueError, AttributeError) as exc:
+        return ENVELOPE.unreadable_answer(f"4090 {exc}", response.status_code)
+    return PushOutOfOrder(
+        PLATFORM,
+        error.detail.removeprefix(f"{PLATFORM}: "),
+        last_seq=last_seq,
+        platform_code=mapping.OUT_OF_ORDER,
+    )

@@ -3,10 +3,10 @@
 The envelope codes every platform shares are translated as ``adapters.envelope``
 says; this platform adds::
 
-    4004 办件不存在              → PlatformRejected
-    4090 序号不大于已接收的序号  → Conflict with code ``out_of_order``: the platform
-                                   already holds a later state of the case, so
-                                   this push is stale
+    4004 办件不存在  → PlatformRejected
+    4090 序号不连续  → PushOutOfOrder (a Conflict) with ``last_seq``, the case's last
+                       accepted XH (``data.ZHXH``): the case misses the stages
+                       between it and this push, which must go first
 
 Every error carries ``platform`` and ``platform_code`` in its context.
 """

@@ -32,7 +32,8 @@ STATUS_PATH = "/api/v1/case-status"
 
 # Envelope codes (返回码) of this platform besides ``adapters.envelope``'s.
 UNKNOWN_CASE = "4004"  # 办件不存在
-OUT_OF_ORDER = "4090"  # 序号不大于已接收的序号
+OUT_OF_ORDER = "4090"  # 序号不连续: XH is not the next after the case's last accepted XH
+LAST_SEQ = "ZHXH"  # 最后序号: in the 4090 answer's data, the case's last accepted XH
 
 OK_MESSAGE = "成功"
 DUPLICATE_MESSAGE = "重复推送，已接收"  # a repeated SJID is success
@@ -156,6 +157,14 @@ def stage_from_codes(state: object, step: object) -> Stage:
     if not isinstance(state, str) or (state, None) not in STAGES:
         raise ValueError(f"ZTDM: unknown 状态代码 {state!r}")
     return STAGES[(state, None)]
+
+
+def last_seq_of(data: object) -> int:
+    """The case's last accepted XH from a 4090 answer's ``data``; ``ValueError`` if absent."""
+    last = data.get(LAST_SEQ) if isinstance(data, Mapping) else None
+    if isinstance(last, bool) or not isinstance(last, int) or last < 0:
+        raise ValueError(f"{LAST_SEQ}: not a sequence number: {last!r}")
+    return last
 
 
 # --- case callback (platform → ours) -----------------------------------------

@@ -1,10 +1,11 @@
 """一网通办 as a real HTTP app: takes status pushes and files cases back to us.
 
 It checks signatures as the platform does (algorithm, timestamp window, nonce
-replay), records every accepted push in order, treats a repeated ``SJID`` as
-success without applying it twice, refuses a push whose ``XH`` is not above
-the last accepted one for its case, and serves its interface file at
-``GET /openapi.yaml``. Admin endpoints (besides ``adapters.simulation``'s):
+replay), records every accepted push in order, and takes the stages of a case
+strictly in sequence: ``XH`` n only after n-1 (else 4090, stating the case's
+last accepted ``XH`` in ``data.ZHXH``); a repeated ``SJID`` or an ``XH``
+already accepted is success without applying it twice. It serves its
+interface file at ``GET /openapi.yaml``. Admin endpoints (besides ``adapters.simulation``'s):
 
 - ``GET /_admin/pushes``: ``{"pushes": [...]}``, the accepted push bodies in order.
 - ``GET|PUT|DELETE /_admin/reject``: the case numbers answered 4004 (办件不存在);
@@ -52,8 +53,8 @@ class FileCase(InboundCase):
     max_attempts: int = Field(5, ge=1, le=20, description="deliveries tried before giving up")
 
 
-def _answer(code: str, message: str) -> Response:
-    return envelope.answer(code, message, None, status=mapping.HTTP_STATUS[code])
+def _answer(code: str, message: str, data: dict[str, Any] | None = None) -> Response:
+    return envelope.answer(code, message, data, status=mapping.HTTP_STATUS[code])
 
 
 def create_app(
@@ -102,11 +103,14 @@ def create_app(
         case_no, event_id, seq = body["BJBH"], body["SJID"], body["XH"]
         if case_no in rejected:
             return _answer(mapping.UNKNOWN_CASE, f"办件不存在: {case_no}")
-        if event_id in applied_events:
+        last = last_seq.get(case_no, 0)
+        if event_id in applied_events or seq <= last:
             return _answer(envelope.OK, mapping.DUPLICATE_MESSAGE)
-        if case_no in last_seq and seq <= last_seq[case_no]:
+        if seq != last + 1:
             return _answer(
-                mapping.OUT_OF_ORDER, f"序号 {seq} 不大于已接收的序号 {last_seq[case_no]}"
+                mapping.OUT_OF_ORDER,
+                f"序号不连续: 收到序号 {seq}, 已接收的最后序号为 {last}",
+                {mapping.LAST_SEQ: last},
             )
         applied_events.add(event_id)
         last_seq[case_no] = seq

@@ -32,6 +32,7 @@ from schemas.errors import (
     InvalidInput,
     PlatformRejected,
     PlatformUnavailable,
+    PushOutOfOrder,
     Unauthorized,
 )
 
@@ -266,15 +267,56 @@ async def test_the_duplicate_answer_is_the_success_envelope(
         validate(answer.json(), "SuccessEnvelope")
 
 
-async def test_a_stale_push_is_a_conflict(simulator: ServedApp, http: httpx.AsyncClient) -> None:
+async def test_a_push_ahead_of_the_case_is_out_of_order_naming_the_last_accepted_seq(
+    simulator: ServedApp, http: httpx.AsyncClient
+) -> None:
     client = status_client(simulator, http)
+
+    with pytest.raises(PushOutOfOrder) as first:
+        await client.push_status(update(2, Stage.SURVEY_AND_PLAN))
+    await client.push_status(update(1, Stage.ACCEPTED))
+    with pytest.raises(PushOutOfOrder) as second:
+        await client.push_status(update(3, Stage.METERING_AND_CONNECTION))
     await client.push_status(update(2, Stage.SURVEY_AND_PLAN))
 
-    with pytest.raises(Conflict) as caught:
-        await client.push_status(update(1, Stage.ACCEPTED))
+    assert (first.value.last_seq, second.value.last_seq) == (0, 1)
+    assert first.value.context["platform_code"] == "4090"
+    assert isinstance(first.value, Conflict)
+    assert [p["XH"] for p in await pushes(http, simulator)] == [1, 2]
 
-    assert caught.value.context["platform_code"] == "4090"
-    assert [p["XH"] for p in await pushes(http, simulator)] == [2]
+
+async def test_the_out_of_order_answer_states_the_last_seq_in_the_envelope(
+    simulator: ServedApp, http: httpx.AsyncClient
+) -> None:
+    content = json.dumps(
+        {
+            "SJID": "evt-ahead",
+            "BJBH": CASE_NO,
+            "XH": 3,
+            "ZTDM": "01",
+            "BLR": "x",
+            "BLSJ": "2024-05-06 09:30:00",
+        }
+    ).encode()
+    path = "/api/v1/case-status"
+    headers = sign_request("POST", path, content, app_id=APP_ID, secret=APP_SECRET)
+    answer = await http.post(simulator.url + path, content=content, headers=headers)
+
+    assert answer.status_code == 409
+    assert answer.json()["code"] == "4090" and answer.json()["data"] == {"ZHXH": 0}
+    validate(answer.json(), "ErrorEnvelope")
+
+
+async def test_a_seq_already_accepted_is_success_and_changes_nothing(
+    simulator: ServedApp, http: httpx.AsyncClient
+) -> None:
+    client = status_client(simulator, http)
+    await client.push_status(update(1, Stage.ACCEPTED))
+    await client.push_status(update(2, Stage.METERING_AND_CONNECTION))
+
+    await client.push_status(update(1, Stage.ACCEPTED, event_id="evt-late-copy"))
+
+    assert [p["XH"] for p in await pushes(http, simulator)] == [1, 2]
 
 
 async def test_a_rejected_case_is_platform_rejected_and_not_retried(

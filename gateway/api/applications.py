@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
@@ -29,36 +29,46 @@ router = APIRouter(prefix="/api/v1", tags=["一证办电"])
 
 PROBLEMS = problem_responses(401, 404, 422, 503)
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="visible ASCII; a retry with the same key and body answers the first (200)",
+    ),
+]
+REPLAYED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "replay of an earlier request with the same key"}
+}
+
+
+def answered_again(response: Response, created: bool) -> None:
+    """A replay of an earlier request with the same key: 200 and ``Idempotent-Replayed``."""
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+
 
 @router.post(
     "/applications",
     status_code=201,
     summary="Submit a 一证办电 application with one credential",
-    responses={200: {"description": "replay of an earlier request with the same key"}, **PROBLEMS},
+    responses={**REPLAYED, **PROBLEMS},
 )
 async def submit_application(
     body: ApplicationRequest,
     client: WriteClient,
     container: ContainerDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=200,
-            pattern=r"^[\x21-\x7e]+$",
-            description="visible ASCII; the same key and body answer the same application",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> ApplicationResource:
     submitted = await container.applications.submit(
         body, client=client.name, idempotency_key=idempotency_key
     )
     response.headers["Location"] = f"/api/v1/applications/{submitted.application.id}"
-    if not submitted.created:
-        response.status_code = 200
-        response.headers["Idempotent-Replayed"] = "true"
+    answered_again(response, submitted.created)
     return submitted.application
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.permit.mapping import decision_from_callback
 from adapters.ywtb.mapping import case_from_callback
+from gateway.api.applications import REPLAYED, IdempotencyKeyHeader, answered_again
 from gateway.api.deps import (
     ApplicationId,
     ContainerDep,
@@ -37,13 +38,23 @@ ACK = {"code": "0000", "msg": "成功"}
     "/api/v1/applications/{application_id}/permits",
     status_code=201,
     summary="File a 占掘路 permit for the application's external works",
-    responses=problem_responses(401, 404, 409, 422),
+    responses={**REPLAYED, **problem_responses(401, 404, 409, 422)},
 )
 async def request_permit(
-    application_id: ApplicationId, works: PermitWorks, client: WriteClient, container: ContainerDep
+    application_id: ApplicationId,
+    works: PermitWorks,
+    client: WriteClient,
+    container: ContainerDep,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> PermitResource:
     await container.applications.check_visible(application_id, client)
-    return await container.permits.request(application_id, works)
+    permit = await container.permits.request(
+        application_id, works, client=client.name, idempotency_key=idempotency_key
+    )
+    response.headers["Location"] = f"/api/v1/permits/{permit.resource.id}"
+    answered_again(response, permit.created)
+    return permit.resource
 
 
 @router.get(
@@ -66,13 +77,28 @@ async def get_permit(
     "/api/v1/applications/{application_id}/progress",
     status_code=201,
     summary="Report a stage change (pushed to 一网通办 for its case)",
-    responses=problem_responses(401, 404, 409, 422),
+    description=(
+        "Stages follow the application's procedures, in order and none skipped; "
+        "`completed` (办结) only after the last procedure; nothing after `completed` or "
+        "`refused`; `supplement_requested` (补正) and `refused` need a `reason`, and 补正 "
+        "may repeat. A stage out of order is a 409 problem naming `current_stage`."
+    ),
+    responses={**REPLAYED, **problem_responses(401, 404, 409, 422)},
 )
 async def report_progress(
-    application_id: ApplicationId, report: StageReport, client: WriteClient, container: ContainerDep
+    application_id: ApplicationId,
+    report: StageReport,
+    client: WriteClient,
+    container: ContainerDep,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> StageChangeResource:
     await container.applications.check_visible(application_id, client)
-    return await container.cases.report_stage(application_id, report)
+    change = await container.cases.report_stage(
+        application_id, report, client=client.name, idempotency_key=idempotency_key
+    )
+    answered_again(response, change.created)
+    return change.resource
 
 
 @router.get(

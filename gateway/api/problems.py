@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
@@ -30,6 +30,7 @@ from schemas.errors import (
     PlatformRejected,
     RateLimited,
     RequestTimeout,
+    StageOutOfOrder,
     TransientError,
     Unauthorized,
     UnsupportedMediaType,
@@ -55,6 +56,12 @@ class Problem(BaseModel):
     instance: str
     request_id: str | None = None
     errors: list[FieldError] | None = None
+    current_stage: str | None = Field(
+        None, description="stage_out_of_order: where the application stands"
+    )
+    expected: list[str] | None = Field(
+        None, description="stage_out_of_order: the stages that may come next"
+    )
 
 
 #: What each status an operation can answer means (the OpenAPI descriptions).
@@ -210,6 +217,8 @@ def problem_for(request: Request, exc: ConnectorError) -> JSONResponse:
     extra: dict[str, Any] = {}
     if isinstance(exc, InvalidInput):
         extra["errors"] = [{"field": exc.field, "reason": exc.reason}]
+    if isinstance(exc, StageOutOfOrder):
+        extra |= {"current_stage": exc.current_stage, "expected": exc.expected}
     if status >= 500 and not isinstance(exc, Overloaded):  # shedding load is not a failure
         log.warning("request failed", extra={"code": exc.code, "detail": exc.detail})
     return problem(request, status, exc.code, title_for(exc), exc.detail, headers, **extra)

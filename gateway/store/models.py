@@ -192,7 +192,13 @@ class StoredEvidence(Base):
 
 
 class IdempotencyKey(Base):
-    """An ``Idempotency-Key`` a client used, the hash of its body and what it created."""
+    """An ``Idempotency-Key`` a client used, the hash of its request and what it created.
+
+    ``scope`` names the operation (``applications``, ``permits``, ``progress``);
+    a key is the client's, whatever the operation, so reusing it for another
+    request is refused. ``resource_id`` is what the request created (the
+    application itself for ``applications``, a permit id, a stage change's event id).
+    """
 
     __tablename__ = "idempotency_keys"
 
@@ -201,6 +207,8 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     application_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
+    scope: Mapped[str] = mapped_column(String(32), server_default="applications")
+    resource_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class Delivery(Base):
@@ -333,3 +341,24 @@ class DeadLetterReplayItem(Base):
     target_topic: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[str | None] = mapped_column(String(1000))
     at: Mapped[datetime]
+
+
+class SweepItem(Base):
+    """Unfinished work the sweeper drives again: ``event_id`` through ``worker``'s handler.
+
+    A sweeper claims an item by a conditional UPDATE of its lease; ``attempts``
+    and ``next_attempt_at`` (epoch seconds) are its back-off; ``status``
+    ``open``, or ``dead`` after a permanent rejection (left to ops).
+    """
+
+    __tablename__ = "sweep_items"
+
+    worker: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)
+    last_error: Mapped[str | None] = mapped_column(String(1000))
+    updated_at: Mapped[datetime]

@@ -306,6 +306,23 @@ async def test_status_pushes_wait_while_ywtb_is_down_then_arrive_once_in_order(
     assert [p["SJID"] for p in arrived] == event_ids
 
 
+async def dlq_replay(settings: Settings, *event_ids: str) -> list[str]:
+    """``ywtb dlq replay EVENT_ID ...`` as ops run it; the event ids it replayed."""
+    replay = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gateway.cli", "dlq", "replay", *event_ids],
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert replay.returncode == 0, replay.stderr
+    replayed = [json.loads(line) for line in replay.stdout.splitlines()]
+    assert all(r["outcome"] == "sent" for r in replayed), replayed
+    return [r["event_id"] for r in replayed]
+
+
 async def test_a_push_rejected_for_good_is_dead_lettered_and_replayed_after_the_fix(
     api: httpx.AsyncClient,
     connector: Container,
@@ -313,12 +330,11 @@ async def test_a_push_rejected_for_good_is_dead_lettered_and_replayed_after_the_
     settings: Settings,
     api_port: int,
 ) -> None:
+    """The 办结 is replayed first, while the stage before it is still dead: 一网通办 takes
+    stages only in sequence, so the connector pushes the missing one first, from the store."""
     case = a_case("SH2026112600200")
     await file_case(platforms, settings, api_port, case)
     application_id = await application_of(connector, case.case_no)
-    await platforms["ywtb"].admin("PUT", "reject", [case.case_no])
-
-    event_ids = await _report(api, application_id, "accepted", "metering_and_connection")
 
     async def timeline_states() -> dict[str, str]:
         items = (await api.get(f"/api/v1/applications/{application_id}/events")).json()
@@ -329,41 +345,49 @@ async def test_a_push_rejected_for_good_is_dead_lettered_and_replayed_after_the_
             if d["worker"] == "ywtb-status"
         }
 
-    async def both_dead() -> bool:
+    async def states_are(expected: dict[str, str]) -> bool:
         states = await timeline_states()
-        return all(states.get(e) == "dead" for e in event_ids)
+        return all(states.get(e) == status for e, status in expected.items())
 
     async with running(connector, "ywtb-status", "timeline"):
-        await eventually(both_dead)
+        [accepted] = await _report(api, application_id, "accepted")
+        await eventually(lambda: states_are({accepted: "delivered"}))
+        await platforms["ywtb"].admin("PUT", "reject", [case.case_no])  # 办件不存在, for now
+        metering, completed = await _report(
+            api, application_id, "metering_and_connection", "completed"
+        )
+        await eventually(lambda: states_are({metering: "dead", completed: "dead"}))
         letters = await read_dead_letters(settings.kafka)
         dead = {d.event_id: d for d in letters if d.worker == "ywtb-status"}
-        assert set(dead) == set(event_ids)
-        assert "PlatformRejected" in dead[event_ids[0]].header("ywtb_error")
-        assert dead[event_ids[0]].header("ce_type").endswith("application.stage_changed")
-        assert await pushes(platforms) == []
+        assert set(dead) == {metering, completed}
+        assert "PlatformRejected" in dead[completed].header("ywtb_error")
+        assert dead[completed].header("ce_type").endswith("application.stage_changed")
+        assert [p["SJID"] for p in await pushes(platforms)] == [accepted]
 
         await platforms["ywtb"].admin("DELETE", "reject")
-        replay = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "gateway.cli", "dlq", "replay", *event_ids],
-            env={**os.environ, **settings_env(settings)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert replay.returncode == 0, replay.stderr
-        replayed = [json.loads(line) for line in replay.stdout.splitlines()]
-        assert [(r["event_id"], r["outcome"]) for r in replayed] == [(e, "sent") for e in event_ids]
+        assert await dlq_replay(settings, completed) == [completed]
+        await eventually(lambda: states_are({metering: "delivered", completed: "delivered"}))
+        in_order = [(p["XH"], p["ZTDM"], p["SJID"]) for p in await pushes(platforms)]
+        assert in_order == [(1, "01", accepted), (2, "03", metering), (3, "04", completed)]
 
-        async def both_pushed() -> bool:
-            return len(await pushes(platforms)) >= 2
+        # The stage pushed along the way is replayed too: the platform has it, nothing changes.
+        calls = platforms["ywtb"].control.calls["PushCaseStatus"]
+        assert await dlq_replay(settings, metering) == [metering]
 
-        await eventually(both_pushed)
-        await eventually(lambda: _all_delivered(timeline_states, event_ids))
+        async def replay_answered() -> bool:
+            return platforms["ywtb"].control.calls["PushCaseStatus"] > calls
+
+        await eventually(replay_answered)
+        await eventually(lambda: states_are({metering: "delivered"}))
+        await asyncio.sleep(1)  # anything sent twice would show now
 
     arrived = await pushes(platforms)
-    assert [(p["XH"], p["SJID"]) for p in arrived] == [(1, event_ids[0]), (2, event_ids[1])]
+    assert [(p["XH"], p["ZTDM"], p["SJID"]) for p in arrived] == in_order
+    assert await timeline_states() == {
+        accepted: "delivered",
+        metering: "delivered",
+        completed: "delivered",
+    }
 
 
 async def _all_delivered(states: Any, event_ids: list[str]) -> bool:

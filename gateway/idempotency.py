@@ -1,0 +1,70 @@
+"""``Idempotency-Key``: a client's retry of a creating request answers what the first created.
+
+One table (``idempotency_keys``) serves every operation that takes the header
+(applications, permits, progress reports). The key row is written in the
+transaction that creates the resource, so concurrent duplicates create one:
+the loser's insert fails on the key and it answers the winner's resource. A
+key is the client's whatever the operation: reused with another request (a
+different body, or another operation or application) it is refused with the
+same 422 as a different body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.store.models import IdempotencyKey, utcnow
+from schemas.errors import InvalidInput
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Created(Generic[T]):
+    """What a creating request answers: the resource, and False if an earlier request made it."""
+
+    resource: T
+    created: bool
+
+
+def request_hash(*parts: str) -> str:
+    """The fingerprint of a request: the operation, the resource it acts on and the body."""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+async def recall(
+    session: AsyncSession, client: str, key: str, fingerprint: str
+) -> IdempotencyKey | None:
+    """The earlier use of ``key`` by ``client`` (None if unused); 422 if it was another request."""
+    earlier = await session.get(IdempotencyKey, (client, key))
+    if earlier is not None and earlier.request_hash != fingerprint:
+        raise InvalidInput("Idempotency-Key", "already used with a different request body")
+    return earlier
+
+
+def remember(
+    session: AsyncSession,
+    *,
+    client: str,
+    key: str,
+    scope: str,
+    fingerprint: str,
+    application_id: str,
+    resource_id: str,
+) -> None:
+    """Record the key in the caller's transaction (which fails on commit if it raced another)."""
+    session.add(
+        IdempotencyKey(
+            client=client,
+            key=key,
+            scope=scope,
+            request_hash=fingerprint,
+            application_id=application_id,
+            resource_id=resource_id,
+            created_at=utcnow(),
+        )
+    )
