@@ -28,11 +28,13 @@ from adapters.project.client import ProjectClient
 from adapters.resilience import CircuitBreaker
 from adapters.ywtb.client import CaseStatusClient
 from gateway.applications import ApplicationService
+from gateway.audit import AuditLog, AuditTransport
 from gateway.bus import KafkaBus
 from gateway.callbacks import CallbackVerifier
 from gateway.cases import CaseService
 from gateway.evidence import EvidenceService
 from gateway.permits import PermitService
+from gateway.protect import install, keyring_of
 from gateway.settings import (
     PlatformSettings,
     Settings,
@@ -67,9 +69,11 @@ class Container:
     cases: CaseService
     callbacks: dict[str, CallbackVerifier]
     breakers: dict[str, CircuitBreaker]
+    exchanges: AuditLog
     loops: Loops = field(default_factory=Loops)
 
     async def aclose(self) -> None:
+        await self.exchanges.aclose()
         await self.bus.close()
         await self.http.aclose()
         await self.engine.dispose()
@@ -92,14 +96,29 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         raise RuntimeError(
             "YWTB_KAFKA_BOOTSTRAP is not set (only `ywtb sandbox` starts a development broker)"
         )
+    install(keyring_of(settings.protection))
     engine, sessions = await open_store(settings.store)
     keys = {name: key.get_secret_value() for name, key in settings.security.api_keys.items()}
     if settings.environment == "sandbox":
         keys["sandbox"] = settings.sandbox.api_key.get_secret_value()
     await register_api_clients(sessions, keys)
 
+    loops = Loops()
+    exchanges = AuditLog(sessions, settings.protection, loops)
+    platforms: dict[str, PlatformSettings] = {
+        "licence": settings.licence,
+        "project": settings.project,
+        "permit": settings.permit,
+        "ywtb": settings.ywtb,
+        "marketing": settings.marketing,
+    }
     http: httpx.AsyncClient = overrides.pop("http", None) or httpx.AsyncClient(
-        headers={"User-Agent": "ywtb-connector"}
+        headers={"User-Agent": "ywtb-connector"},
+        transport=AuditTransport(
+            httpx.AsyncHTTPTransport(),
+            exchanges,
+            {httpx.URL(p.url).netloc.decode("ascii"): name for name, p in platforms.items()},
+        ),
     )
     breakers = {
         name: CircuitBreaker(name) for name in ("licence", "project", "permit", "ywtb", "marketing")
@@ -166,8 +185,10 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         permits=PermitService(sessions, permit_authority),
         cases=CaseService(sessions, applications, case_status),
         callbacks={
-            "permit": CallbackVerifier("permit", settings.permit, sessions),
-            "ywtb": CallbackVerifier("ywtb", settings.ywtb, sessions),
+            "permit": CallbackVerifier("permit", settings.permit, sessions, exchanges),
+            "ywtb": CallbackVerifier("ywtb", settings.ywtb, sessions, exchanges),
         },
         breakers=breakers,
+        exchanges=exchanges,
+        loops=loops,
     )

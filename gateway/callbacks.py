@@ -7,29 +7,52 @@ by every replica.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
+from contextvars import ContextVar
+from typing import Any
 
 from fastapi import Request
-from sqlalchemy import delete
+from sqlalchemy import delete, event
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapper
 
-from adapters.signing import HEADER_APP_ID, verify_signature
+from adapters.signing import HEADER_APP_ID, SIGNING_HEADERS, verify_signature
+from gateway.audit import AuditLog, Exchange, digest
 from gateway.settings import SignedPlatformSettings
 from gateway.store.db import Sessions, transaction
-from gateway.store.models import Nonce
+from gateway.store.models import Nonce, ReceivedCallback
 from schemas.errors import Unauthorized
 
 audit = logging.getLogger("ywtb.audit")
+
+#: The signed request of the callback being handled, kept with its ``callbacks`` row.
+_signed_request: ContextVar[dict[str, Any] | None] = ContextVar("signed_request", default=None)
+
+
+@event.listens_for(ReceivedCallback, "before_insert")
+def _keep_signature(_mapper: Mapper[ReceivedCallback], _conn: Connection, row: Any) -> None:
+    """A stored callback keeps what it was signed with, so it can be verified again later."""
+    if row.signed_request is None:
+        row.signed_request = _signed_request.get()
 
 
 class CallbackVerifier:
     """Verifies the callbacks of one platform."""
 
-    def __init__(self, platform: str, settings: SignedPlatformSettings, sessions: Sessions) -> None:
+    def __init__(
+        self,
+        platform: str,
+        settings: SignedPlatformSettings,
+        sessions: Sessions,
+        exchanges: AuditLog | None = None,
+    ) -> None:
         self.platform = platform
         self._settings = settings
         self._sessions = sessions
+        self._exchanges = exchanges
 
     def _key(self, app_id: str) -> str | None:
         if app_id != self._settings.callback_app_id:
@@ -38,6 +61,7 @@ class CallbackVerifier:
 
     async def verify(self, request: Request) -> tuple[str, bytes]:
         """The verified caller's app id and the raw body; ``Unauthorized`` otherwise."""
+        started = time.perf_counter()
         body = await request.body()
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         context = {
@@ -61,9 +85,35 @@ class CallbackVerifier:
             audit.warning(
                 "callback refused", extra={**context, "reason": exc.code, "detail": exc.detail}
             )
+            await self._record(context, body, f"refused: {exc.code}", started)
             raise
         audit.info("callback verified", extra={**context, "bytes": len(body)})
+        await self._record(context, body, "verified", started)
+        _signed_request.set(
+            {
+                "method": request.method,
+                "target": target,
+                "headers": {h: request.headers.get(h) for h in SIGNING_HEADERS},
+                "body_base64": base64.b64encode(body).decode("ascii"),
+            }
+        )
         return signed.app_id, body
+
+    async def _record(
+        self, context: dict[str, Any], body: bytes, outcome: str, started: float
+    ) -> None:
+        if self._exchanges is None:
+            return
+        await self._exchanges.record(
+            Exchange(
+                actor=f"{self.platform}:{context['app_id'] or '?'}",
+                operation=f"callback {context['path']}",
+                outcome=outcome,
+                duration_ms=round((time.perf_counter() - started) * 1000),
+                purpose="callback",
+                request_digest=digest(body),
+            )
+        )
 
     async def _claim_nonce(self, app_id: str, nonce: str) -> None:
         now = time.time()
