@@ -287,6 +287,10 @@ class AuditLog:
         """Records waiting to be written (shown on ``/readyz``)."""
         return self._queue.qsize() + len(self._batch)
 
+    def readiness(self) -> dict[str, Any]:
+        """The ``exchange_log`` check of ``/readyz``: not ok while callers wait on a full queue."""
+        return {"ok": not self._queue.full(), "backlog": self.backlog()}
+
     async def record(self, exchange: Exchange) -> None:
         """Queue ``exchange`` for the chain; waits (never drops) when the queue is full."""
         self._start()
@@ -566,3 +570,24 @@ def verify_export(lines: list[dict[str, Any]], public_key: str | None = None) ->
     if not any(int(c["seq"]) == last for c in checkpoints):
         return Problem(last, "the last record is not covered by a signed checkpoint")
     return None
+
+
+async def record_read(
+    exchanges: AuditLog,
+    client: str,
+    operation: str,
+    purpose: str,
+    answer: bytes | str,
+    subject: str | None = None,
+) -> None:
+    """A read of personal data through the API: who read what about whom, and for what."""
+    await exchanges.record(
+        Exchange(
+            actor=f"client:{client}",
+            operation=operation,
+            outcome="read",
+            subject=subject,
+            purpose=purpose,
+            response_digest=digest(answer),
+        )
+    )

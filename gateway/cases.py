@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.ports import CaseStatusSink
+from adapters.ywtb.mapping import case_from_callback
 from gateway.applications import ApplicationService
 from gateway.outbox import add_event
 from gateway.store.db import Sessions, transaction
@@ -110,7 +111,6 @@ class CaseService:
                             "case_no": case.case_no,
                             "item_code": case.item_code,
                             "application_id": application_id,
-                            "applicant_name": case.applicant_name,
                             "status": submitted.application.status.value,
                             "filed_at": case.filed_at.isoformat(),
                         },
@@ -119,6 +119,12 @@ class CaseService:
         except IntegrityError:
             pass  # the case arrived before: it already has its application and event
         return application_id
+
+    async def applicant_name(self, case_no: str) -> str | None:
+        """The applicant's name on a case, from its stored callback (never from the bus)."""
+        async with self._sessions() as session:
+            callback = await session.get(ReceivedCallback, ("ywtb", case_no))
+        return case_from_callback(callback.body).applicant_name if callback else None
 
     async def report_stage(self, application_id: str, report: StageReport) -> StageChangeResource:
         """Record a stage change and its event; the ``ywtb-status`` worker pushes it."""
@@ -165,7 +171,8 @@ class CaseService:
                     key=application_id,
                     subject=application_id,
                     id=change.event_id,
-                    data=resource.model_dump(mode="json"),
+                    # No personal data on the bus: the handler is read from the store.
+                    data=resource.model_dump(mode="json", exclude={"handler"}),
                 ),
             )
         return resource
@@ -176,7 +183,13 @@ class CaseService:
         """Push a stage change to its 一网通办 case; None if the application has no case."""
         if event.get_type() != ApplicationEvent.STAGE_CHANGED:
             return None
-        change = StageChangeResource.model_validate(event.get_data())
+        async with self._sessions() as session:
+            handler = await session.scalar(
+                select(StageChange.handler).where(StageChange.event_id == event.get_id())
+            )
+        data = event.get_data()
+        assert isinstance(data, dict)
+        change = StageChangeResource.model_validate({**data, "handler": handler})
         if change.case_no is None:
             return None
         update = CaseStatusUpdate.model_validate(change.model_dump())

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Response
 
 from gateway.api.deps import ClientDep, ContainerDep
 from gateway.api.problems import problem_responses
+from gateway.audit import person, record_read
 from schemas.applications import (
     PROJECT_CODE,
     ApplicationRequest,
@@ -55,7 +56,17 @@ async def submit_application(
 async def get_application(
     application_id: str, _client: ClientDep, container: ContainerDep
 ) -> ApplicationResource:
-    return await container.applications.get(application_id)
+    application = await container.applications.get(application_id)
+    applicant = application.applicant
+    await record_read(
+        container.exchanges,
+        _client,
+        "GET application",
+        application_id,
+        application.model_dump_json(),
+        person(applicant.credential_type.value, applicant.credential_no),
+    )
+    return application
 
 
 @router.get(
@@ -70,7 +81,7 @@ async def get_licence_evidence(
         uscc = normalise_credential(CredentialType.USCC, uscc)
     except ValueError as exc:
         raise InvalidInput("uscc", str(exc)) from exc
-    return await _evidence(container, EvidenceKind.LICENCE, uscc)
+    return await _evidence(container, EvidenceKind.LICENCE, uscc, _client)
 
 
 @router.get(
@@ -83,11 +94,17 @@ async def get_project_evidence(
 ) -> EvidenceRecord:
     if not PROJECT_CODE.fullmatch(project_code):
         raise InvalidInput("project_code", "expected YYYY-DDDDDD-II-TT-NNNNNN with TT 01, 02 or 03")
-    return await _evidence(container, EvidenceKind.PROJECT, project_code)
+    return await _evidence(container, EvidenceKind.PROJECT, project_code, _client)
 
 
-async def _evidence(container: ContainerDep, kind: EvidenceKind, subject: str) -> EvidenceRecord:
+async def _evidence(
+    container: ContainerDep, kind: EvidenceKind, subject: str, client: str
+) -> EvidenceRecord:
     evidence = await container.evidence.obtain_and_keep(kind, subject)
-    return EvidenceRecord(
+    record = EvidenceRecord(
         kind=kind, subject=subject, status=EvidenceStatus.FETCHED, **evidence.snapshot()
     )
+    await record_read(
+        container.exchanges, client, f"GET evidence {kind.value}", subject, record.model_dump_json()
+    )
+    return record

@@ -44,6 +44,7 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     # An open circuit is reported, not fatal: the connector keeps accepting work
     # (evidence stays pending, deliveries wait) while a government platform is down.
     checks["platforms"] = {name: breaker.snapshot() for name, breaker in container.breakers.items()}
+    checks["exchange_log"] = container.exchanges.readiness()
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)
 
