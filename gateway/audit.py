@@ -125,6 +125,10 @@ def checkpoint_message(seq: int, hash_: str) -> bytes:
     return f"ywtb-audit-checkpoint:{seq}:{hash_}".encode("ascii")
 
 
+def sign_checkpoint(private_key: str, seq: int, hash_: str) -> str:
+    return _SM2.sign(private_key, checkpoint_message(seq, hash_))
+
+
 def key_id(public_key: str) -> str:
     return sm3_hex(bytes.fromhex(public_key.strip()))[:16]
 
@@ -251,7 +255,7 @@ class Signer:
                 hash=hash_,
                 signed_at=utcnow(),
                 key_id=key_id(self.public_key),
-                signature=_SM2.sign(self.private_key, checkpoint_message(seq, hash_)),
+                signature=sign_checkpoint(self.private_key, seq, hash_),
             )
         )
         self._last_time = time.monotonic()
