@@ -33,6 +33,7 @@ from gateway.bus import KafkaBus
 from gateway.callbacks import CallbackVerifier
 from gateway.cases import CaseService
 from gateway.evidence import EvidenceService
+from gateway.logs import install_mask
 from gateway.permits import PermitService
 from gateway.protect import install, keyring_of
 from gateway.settings import (
@@ -97,6 +98,7 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
             "YWTB_KAFKA_BOOTSTRAP is not set (only `ywtb sandbox` starts a development broker)"
         )
     install(keyring_of(settings.protection))
+    install_mask()
     engine, sessions = await open_store(settings.store)
     keys = {name: key.get_secret_value() for name, key in settings.security.api_keys.items()}
     if settings.environment == "sandbox":

@@ -119,7 +119,24 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def install_mask() -> None:
-    """Put the mask on every handler of every logger known so far (idempotent)."""
+    """Mask every log record as it is made, whatever logger and handler it goes to.
+
+    A record factory masks message, traceback and stack before any handler sees
+    them, so handlers configured later (uvicorn's ``dictConfig``) cannot print
+    personal data either; the handlers known now also get ``MaskFilter``.
+    Idempotent.
+    """
+    previous = logging.getLogRecordFactory()
+    if not getattr(previous, "masks", False):
+        mask_record = MaskFilter().filter
+
+        def masked_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            mask_record(record)
+            return record
+
+        masked_record.masks = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(masked_record)
     loggers: list[logging.Logger | logging.PlaceHolder] = [logging.getLogger()]
     loggers += list(logging.Logger.manager.loggerDict.values())
     for logger in loggers:
