@@ -330,7 +330,7 @@ async def test_audit_verify_names_the_seq_of_a_changed_or_deleted_record(
     await connector.exchanges.flush()
     async with connector.sessions() as session:
         rows = list(await session.scalars(select(AuditRecord).order_by(AuditRecord.seq)))
-    assert len(rows) >= 7
+    assert len(rows) >= 5  # a licence fetch (then from the store), 3 reads, 1 refusal
     kinds = {(r.actor.split(":")[0], r.outcome.split(":")[0]) for r in rows}
     assert {("licence", "http 200"), ("client", "read"), ("ywtb", "refused")} <= kinds
 
@@ -339,7 +339,7 @@ async def test_audit_verify_names_the_seq_of_a_changed_or_deleted_record(
     assert json.loads(intact.stdout) == {"ok": True, "records": len(rows)}
 
     # One byte of one record changed.
-    target = rows[3]
+    target = rows[2]
     changed = target.outcome[:-1] + chr(ord(target.outcome[-1]) ^ 1)
     await _change(
         connector, settings, "UPDATE audit_log SET outcome = $1 WHERE seq = $2", changed, target.seq
@@ -372,7 +372,7 @@ async def test_audit_verify_names_the_seq_of_a_changed_or_deleted_record(
     assert offline.returncode == 0, offline.stderr
 
     # Separately, one record deleted.
-    gone = rows[5]
+    gone = rows[1]
     await _change(connector, settings, "DELETE FROM audit_log WHERE seq = $1", gone.seq)
     deleted = await asyncio.to_thread(_audit_cli, settings, "verify")
     assert deleted.returncode == 1
