@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select, text
 from stdnum.cn import ric
 
@@ -378,3 +379,58 @@ async def test_audit_verify_names_the_seq_of_a_changed_or_deleted_record(
     assert deleted.returncode == 1
     assert json.loads(deleted.stdout)["seq"] == gone.seq
     assert "missing" in deleted.stderr
+
+
+async def raw_values(container: Container, sql: str) -> list[str]:
+    async with container.engine.connect() as conn:
+        return [str(v) for v in (await conn.execute(text(sql))).scalars()]
+
+
+async def test_keys_rotate_re_encrypts_every_row_under_the_new_key(
+    container: Container, settings: Settings
+) -> None:
+    from gateway.protect import install, keyring_of
+    from schemas.applications import ApplicationRequest
+
+    submitted = await container.applications.submit(
+        ApplicationRequest.model_validate(resident_body()), client="alpha", idempotency_key=None
+    )
+    first_key = next(iter(settings.protection.keys))
+    before = await raw_values(container, "SELECT request FROM applications")
+    assert before and all(v.startswith(f"ywtb1:sm4-gcm:{first_key}:") for v in before)
+
+    rotated = settings.model_copy(deep=True)
+    rotated.protection.keys = {
+        **settings.protection.keys,
+        "2026-11": SecretStr("8c" * 16),
+    }
+    rotated.protection.current_key_id = "2026-11"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YWTB_")}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gateway.cli", "keys", "rotate"],
+        env={**env, **settings_env(rotated)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "applications.request: 1 of 1 rewritten" in done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["applications.credential_no"] == {"total": 1, "rewritten": 1}
+    assert summary["outbox.data"]["rewritten"] == summary["outbox.data"]["total"] > 0
+
+    for column in ("request", "credential_no"):
+        values = await raw_values(container, f"SELECT {column} FROM applications")
+        assert all(v.startswith("ywtb1:sm4-gcm:2026-11:") for v in values), column
+    # The old key can go: everything reads under the new one alone.
+    only_new = rotated.model_copy(deep=True)
+    only_new.protection.keys = {"2026-11": SecretStr("8c" * 16)}
+    install(keyring_of(only_new.protection))
+    try:
+        again = await container.applications.get(submitted.application.id)
+    finally:
+        install(keyring_of(settings.protection))
+    assert again.applicant.credential_no == RESIDENT
+    assert again.site.address == HOME
