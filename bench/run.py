@@ -24,8 +24,9 @@ from sqlalchemy import func, select
 from gateway.bus import KafkaBus, outbox_to_message
 from gateway.devbroker import DevBroker
 from gateway.outbox import add_event
+from gateway.protect import install, keyring_of
 from gateway.relay import Relay
-from gateway.settings import KafkaSettings, RelaySettings, StoreSettings
+from gateway.settings import KafkaSettings, RelaySettings, Settings, StoreSettings
 from gateway.store.db import open_store, transaction
 from gateway.store.models import OutboxRow
 from schemas.events import APPLICATION_EVENTS, ApplicationEvent, Event
@@ -83,6 +84,7 @@ async def _baseline(bootstrap: str, events: list[Event]) -> float:
 
 async def _relay(bootstrap: str, events: list[Event], workdir: Path) -> float:
     """Seconds for the relay to publish ``events`` from the outbox and mark them sent."""
+    install(keyring_of(Settings().protection))  # outbox.data is encrypted at rest
     engine, sessions = await open_store(
         StoreSettings(url=f"sqlite+aiosqlite:///{workdir / 'bench.db'}")
     )
