@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.signing import ALGORITHMS
@@ -286,6 +287,7 @@ class AuditLog:
         self._batch: list[Exchange] = []  # taken from the queue, not yet committed
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     def backlog(self) -> int:
         """Records waiting to be written (shown on ``/readyz``)."""
@@ -297,6 +299,13 @@ class AuditLog:
 
     async def record(self, exchange: Exchange) -> None:
         """Queue ``exchange`` for the chain; waits (never drops) when the queue is full."""
+        if self._closed:  # shutting down: a late exchange is written at once
+            try:
+                async with transaction(self._sessions) as session:
+                    await append(session, [exchange], self._signer)
+            except SQLAlchemyError:
+                log.exception("exchange not recorded at shutdown", extra={"op": exchange.operation})
+            return
         self._start()
         try:
             self._queue.put_nowait(exchange)
@@ -337,6 +346,7 @@ class AuditLog:
 
     async def aclose(self) -> None:
         """Write what is queued, then stop the writer."""
+        self._closed = True
         self._stop.set()
         if self._task is not None:
             try:
