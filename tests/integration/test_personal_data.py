@@ -34,7 +34,13 @@ from gateway.api.app import create_app
 from gateway.bootstrap import Container
 from gateway.logs import JsonFormatter, install_mask
 from gateway.settings import Settings
-from gateway.store.models import Application, AuditRecord, ReceivedCallback, credential_index
+from gateway.store.models import (
+    Application,
+    AuditCheckpoint,
+    AuditRecord,
+    ReceivedCallback,
+    credential_index,
+)
 from schemas.cases import InboundCase
 from schemas.events import all_topics
 from tests.integration.conftest import Platform
@@ -434,3 +440,39 @@ async def test_keys_rotate_re_encrypts_every_row_under_the_new_key(
         install(keyring_of(settings.protection))
     assert again.applicant.credential_no == RESIDENT
     assert again.site.address == HOME
+
+
+async def test_two_writers_on_one_store_never_fork_the_chain(
+    container: Container, settings: Settings
+) -> None:
+    from gateway.audit import AuditLog, Exchange, verify_store
+    from gateway.store.db import open_store
+    from gateway.supervise import Loops
+
+    engine, sessions = await open_store(
+        settings.store
+    )  # a second process, as far as the store sees
+    other = AuditLog(sessions, settings.protection, Loops())
+    try:
+
+        async def burst(log: AuditLog, name: str) -> None:
+            for i in range(60):
+                await log.record(Exchange(actor=name, operation=f"op {i}", outcome="ok"))
+                if i % 7 == 0:
+                    await asyncio.sleep(0)
+
+        await asyncio.gather(burst(container.exchanges, "one"), burst(other, "two"))
+        await asyncio.gather(container.exchanges.flush(), other.flush())
+        checked, problem = await verify_store(
+            container.sessions, settings.protection.audit_public_key
+        )
+    finally:
+        await other.aclose()
+        await engine.dispose()
+    assert problem is None
+    assert checked == 120
+    async with container.sessions() as session:
+        seqs = list(await session.scalars(select(AuditRecord.seq).order_by(AuditRecord.seq)))
+        checkpoints = list(await session.scalars(select(AuditCheckpoint.seq)))
+    assert seqs == list(range(1, 121))
+    assert checkpoints and max(checkpoints) >= 100  # every 100 records, signed and verified
