@@ -232,7 +232,7 @@ class Signer:
     public_key: str
     every: int = 100
     interval_s: float = 60.0
-    _last_time: float = field(default_factory=time.monotonic)
+    last_time: float = field(default_factory=time.monotonic)
 
     @classmethod
     def of(cls, settings: ProtectionSettings) -> Signer:
@@ -245,7 +245,7 @@ class Signer:
 
     async def maybe_checkpoint(self, session: AsyncSession, seq: int, hash_: str) -> None:
         last = await session.scalar(select(func.max(AuditCheckpoint.seq))) or 0
-        due = seq - last >= self.every or time.monotonic() - self._last_time >= self.interval_s
+        due = seq - last >= self.every or time.monotonic() - self.last_time >= self.interval_s
         if seq > last and due:
             await self.checkpoint(session, seq, hash_)
 
@@ -259,7 +259,7 @@ class Signer:
                 signature=sign_checkpoint(self.private_key, seq, hash_),
             )
         )
-        self._last_time = time.monotonic()
+        self.last_time = time.monotonic()
 
 
 async def checkpoint_head(sessions: Sessions, signer: Signer) -> int:
@@ -288,6 +288,7 @@ class AuditLog:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._unsigned = False  # records appended since the last checkpoint this process made
 
     def backlog(self) -> int:
         """Records waiting to be written (shown on ``/readyz``)."""
@@ -324,10 +325,12 @@ class AuditLog:
         while True:
             if not self._batch:
                 if stop.is_set() and self._queue.empty():
+                    await self._sign_tail(force=True)
                     return
                 try:
                     first = await asyncio.wait_for(self._queue.get(), 0.2)
                 except TimeoutError:
+                    await self._sign_tail(force=False)
                     beat()
                     continue
                 self._batch.append(first)
@@ -336,7 +339,15 @@ class AuditLog:
             async with transaction(self._sessions) as session:
                 await append(session, self._batch, self._signer)
             self._batch = []
+            self._unsigned = True
             beat()
+
+    async def _sign_tail(self, *, force: bool) -> None:
+        """Sign the head once records have waited ``interval_s`` (or at shutdown)."""
+        waited = time.monotonic() - self._signer.last_time
+        if self._unsigned and (force or waited >= self._signer.interval_s):
+            await checkpoint_head(self._sessions, self._signer)
+            self._unsigned = False
 
     async def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until everything recorded so far is in the store."""
