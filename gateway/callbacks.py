@@ -11,6 +11,7 @@ import base64
 import logging
 import time
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -23,7 +24,7 @@ from adapters.signing import HEADER_APP_ID, SIGNING_HEADERS, verify_signature
 from gateway.audit import AuditLog, Exchange, digest
 from gateway.settings import SignedPlatformSettings
 from gateway.store.db import Sessions, transaction
-from gateway.store.models import Nonce, ReceivedCallback
+from gateway.store.models import Nonce, ReceivedCallback, utcnow
 from schemas.errors import Unauthorized
 
 audit = logging.getLogger("ywtb.audit")
@@ -88,7 +89,8 @@ class CallbackVerifier:
             await self._record(context, body, f"refused: {exc.code}", started)
             raise
         audit.info("callback verified", extra={**context, "bytes": len(body)})
-        await self._record(context, body, "verified", started)
+        exchange = await self._record(context, body, "verified", started)
+        request.state.verified_callback = (self._exchanges, exchange)
         _signed_request.set(
             {
                 "method": request.method,
@@ -101,19 +103,18 @@ class CallbackVerifier:
 
     async def _record(
         self, context: dict[str, Any], body: bytes, outcome: str, started: float
-    ) -> None:
-        if self._exchanges is None:
-            return
-        await self._exchanges.record(
-            Exchange(
-                actor=f"{self.platform}:{context['app_id'] or '?'}",
-                operation=f"callback {context['path']}",
-                outcome=outcome,
-                duration_ms=round((time.perf_counter() - started) * 1000),
-                purpose="callback",
-                request_digest=digest(body),
-            )
+    ) -> Exchange:
+        exchange = Exchange(
+            actor=f"{self.platform}:{context['app_id'] or '?'}",
+            operation=f"callback {context['path']}",
+            outcome=outcome,
+            duration_ms=round((time.perf_counter() - started) * 1000),
+            purpose="callback",
+            request_digest=digest(body),
         )
+        if self._exchanges is not None:
+            await self._exchanges.record(exchange)
+        return exchange
 
     async def _claim_nonce(self, app_id: str, nonce: str) -> None:
         now = time.time()
@@ -129,3 +130,17 @@ class CallbackVerifier:
                 )
         except IntegrityError as exc:
             raise Unauthorized(f"nonce {nonce!r} was already used", code="replayed_nonce") from exc
+
+
+async def record_failed_callback(request: Request, status: int, duration_ms: int) -> None:
+    """A verified callback whose handling failed (4xx/5xx) gets a second record saying so."""
+    verified = getattr(request.state, "verified_callback", None)
+    if verified is None or status < 400:
+        return
+    exchanges, exchange = verified
+    if exchanges is not None:
+        await exchanges.record(
+            replace(
+                exchange, outcome=f"failed: http {status}", duration_ms=duration_ms, time=utcnow()
+            )
+        )

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, Response
 from gateway.api import applications, flows, health
 from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
+from gateway.callbacks import record_failed_callback
 from gateway.logs import request_id
 from gateway.settings import Settings
 
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         try:
             response = await call_next(request)
             response.headers["X-Request-ID"] = rid
+            elapsed_ms = round((time.perf_counter() - started) * 1000)
+            await record_failed_callback(request, response.status_code, elapsed_ms)
             log.info(
                 "request",
                 extra={

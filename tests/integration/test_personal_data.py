@@ -45,7 +45,7 @@ from schemas.cases import InboundCase
 from schemas.events import all_topics
 from tests.integration.conftest import Platform
 from tests.integration.test_applications import JINGAN, low_voltage
-from tests.integration.test_async_flows import application_of, file_case
+from tests.integration.test_async_flows import application_of, file_case, post_signed
 from tests.kafka import read_topic
 from tests.running import eventually, running, settings_env
 
@@ -334,12 +334,26 @@ async def test_audit_verify_names_the_seq_of_a_changed_or_deleted_record(
                 "/callbacks/ywtb/cases", content=b"{}", headers={"X-App-Id": "forger"}
             )
             assert refused.status_code == 401
+            failed, _ = await post_signed(
+                api,
+                "/callbacks/ywtb/cases",
+                {"BJBH": "SH-PII-0002"},
+                app_id=settings.ywtb.callback_app_id,
+                secret=settings.ywtb.callback_key.get_secret_value(),
+            )
+            assert failed.status_code == 422
     await connector.exchanges.flush()
     async with connector.sessions() as session:
         rows = list(await session.scalars(select(AuditRecord).order_by(AuditRecord.seq)))
-    assert len(rows) >= 5  # a licence fetch (then from the store), 3 reads, 1 refusal
+    assert len(rows) >= 7  # a licence fetch (then from the store), 3 reads, 3 callback records
     kinds = {(r.actor.split(":")[0], r.outcome.split(":")[0]) for r in rows}
-    assert {("licence", "http 200"), ("client", "read"), ("ywtb", "refused")} <= kinds
+    assert {
+        ("licence", "http 200"),
+        ("client", "read"),
+        ("ywtb", "refused"),  # refused at the door
+        ("ywtb", "verified"),  # signed right, then
+        ("ywtb", "failed"),  # failed in handling: both recorded
+    } <= kinds
 
     intact = await asyncio.to_thread(_audit_cli, settings, "verify")
     assert intact.returncode == 0, intact.stderr
