@@ -342,6 +342,8 @@ async def test_audit_verify_names_the_seq_of_a_changed_or_deleted_record(
                 secret=settings.ywtb.callback_key.get_secret_value(),
             )
             assert failed.status_code == 422
+            ready = (await api.get("/readyz")).json()["checks"]["exchange_log"]
+            assert ready["ok"] is True and isinstance(ready["backlog"], int)
     await connector.exchanges.flush()
     async with connector.sessions() as session:
         rows = list(await session.scalars(select(AuditRecord).order_by(AuditRecord.seq)))
