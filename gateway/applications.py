@@ -37,6 +37,7 @@ from gateway.store.models import (
     Case,
     Delivery,
     StageChange,
+    credential_index,
     utcnow,
 )
 from schemas.applications import (
@@ -59,7 +60,7 @@ from schemas.applications import (
     required_evidence,
     time_limit_days,
 )
-from schemas.credentials import credential_parts
+from schemas.credentials import CredentialType, credential_parts
 from schemas.deadlines import Deadline
 from schemas.errors import ConnectorError, InvalidInput, NotFound
 from schemas.events import APPLICATION_EVENTS, ApplicationEvent, Event
@@ -381,8 +382,12 @@ class ApplicationService:
             query = query.where(Application.status == filters.status.value)
         if filters.deadline_state is not None:
             query = query.where(Application.deadline_state == filters.deadline_state.value)
-        if filters.credential_no is not None:
-            query = query.where(Application.credential_no == filters.credential_no)
+        if filters.credential_no is not None:  # encrypted at rest: found by its blind index
+            query = query.where(
+                Application.credential_index.in_(
+                    [credential_index(t.value, filters.credential_no) for t in CredentialType]
+                )
+            )
         if filters.created_from is not None:
             query = query.where(Application.created_at >= filters.created_from)
         if filters.created_to is not None:

@@ -27,13 +27,16 @@ from adapters.resilience import CircuitBreaker
 from adapters.ywtb.client import CaseStatusClient
 from gateway.access import Clients
 from gateway.applications import ApplicationService
+from gateway.audit import AuditLog, AuditTransport
 from gateway.bus import KafkaBus
 from gateway.callbacks import CallbackVerifier
 from gateway.cases import CaseService
 from gateway.deadlines import DeadlineService
 from gateway.dlq import DeadLetters
 from gateway.evidence import EvidenceService
+from gateway.logs import install_mask
 from gateway.permits import PermitService
+from gateway.protect import install, keyring_of
 from gateway.reports import ReportService
 from gateway.settings import (
     PlatformSettings,
@@ -69,9 +72,11 @@ class Container:
     breakers: dict[str, CircuitBreaker]
     dead_letters: DeadLetters
     clients: Clients
+    exchanges: AuditLog
     loops: Loops = field(default_factory=Loops)
 
     async def aclose(self) -> None:
+        await self.exchanges.aclose()
         await self.bus.close()
         await self.http.aclose()
         await self.engine.dispose()
@@ -84,13 +89,32 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
             "YWTB_KAFKA_BOOTSTRAP is not set (only `ywtb sandbox` starts a development broker)"
         )
     configure_tracing(settings.tracing)
+    install(keyring_of(settings.protection))
+    install_mask()
     engine, sessions = await open_store(settings.store)
     # The configured clients are the only truth, kept in memory: a client or key
     # not in the settings (or the sandbox key outside the sandbox) never works.
     clients = Clients.from_settings(settings)
 
+    loops = Loops()
+    exchanges = AuditLog(sessions, settings.protection, loops)
+    platforms: dict[str, PlatformSettings] = {
+        "licence": settings.licence,
+        "project": settings.project,
+        "permit": settings.permit,
+        "ywtb": settings.ywtb,
+        "marketing": settings.marketing,
+    }
     http: httpx.AsyncClient = instrument_http(
-        overrides.pop("http", None) or httpx.AsyncClient(headers={"User-Agent": "ywtb-connector"})
+        overrides.pop("http", None)
+        or httpx.AsyncClient(
+            headers={"User-Agent": "ywtb-connector"},
+            transport=AuditTransport(
+                httpx.AsyncHTTPTransport(),
+                exchanges,
+                {httpx.URL(p.url).netloc.decode("ascii"): name for name, p in platforms.items()},
+            ),
+        )
     )
     breakers = {
         name: CircuitBreaker(name) for name in ("licence", "project", "permit", "ywtb", "marketing")
@@ -163,11 +187,17 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         reports=ReportService(sessions, deadlines),
         callbacks={
             name: CallbackVerifier(
-                name, platform, sessions, max_json_depth=settings.limits.json_max_depth
+                name,
+                platform,
+                sessions,
+                exchanges,
+                max_json_depth=settings.limits.json_max_depth,
             )
             for name, platform in (("permit", settings.permit), ("ywtb", settings.ywtb))
         },
         breakers=breakers,
         dead_letters=DeadLetters(settings.kafka, sessions, settings.dlq),
         clients=clients,
+        exchanges=exchanges,
+        loops=loops,
     )

@@ -9,23 +9,39 @@ nesting depth, and only a readable body spends its nonce.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
+from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import delete
+from sqlalchemy import delete, event
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapper
 
 from adapters import bounded
-from adapters.signing import HEADER_APP_ID, verify_signature
+from adapters.signing import HEADER_APP_ID, SIGNING_HEADERS, verify_signature
+from gateway.audit import AuditLog, Exchange, digest
 from gateway.metrics import CALLBACK_REFUSALS
 from gateway.settings import SignedPlatformSettings
 from gateway.store.db import Sessions, transaction
-from gateway.store.models import Nonce
+from gateway.store.models import Nonce, ReceivedCallback, utcnow
 from schemas.errors import InvalidInput, Unauthorized
 
 audit = logging.getLogger("ywtb.audit")
+
+#: The signed request of the callback being handled, kept with its ``callbacks`` row.
+_signed_request: ContextVar[dict[str, Any] | None] = ContextVar("signed_request", default=None)
+
+
+@event.listens_for(ReceivedCallback, "before_insert")
+def _keep_signature(_mapper: Mapper[ReceivedCallback], _conn: Connection, row: Any) -> None:
+    """A stored callback keeps what it was signed with, so it can be verified again later."""
+    if row.signed_request is None:
+        row.signed_request = _signed_request.get()
 
 
 class CallbackVerifier:
@@ -36,6 +52,7 @@ class CallbackVerifier:
         platform: str,
         settings: SignedPlatformSettings,
         sessions: Sessions,
+        exchanges: AuditLog | None = None,
         *,
         max_json_depth: int = bounded.MAX_JSON_DEPTH,
     ) -> None:
@@ -43,6 +60,7 @@ class CallbackVerifier:
         self._settings = settings
         self._sessions = sessions
         self._max_json_depth = max_json_depth
+        self._exchanges = exchanges
 
     def _key(self, app_id: str) -> str | None:
         if app_id != self._settings.callback_app_id:
@@ -53,6 +71,7 @@ class CallbackVerifier:
         """The verified caller's app id and its JSON object; ``Unauthorized`` if the signature,
         window or nonce is wrong, ``InvalidInput`` if the signed body is not a readable object
         (its nonce then stays unspent)."""
+        started = time.perf_counter()
         body = await request.body()
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         context = {
@@ -78,11 +97,23 @@ class CallbackVerifier:
             audit.warning(
                 "callback refused", extra={**context, "reason": exc.code, "detail": exc.detail}
             )
+            await self._record(context, body, f"refused: {exc.code}", started)
             raise
         except InvalidInput as exc:
             audit.warning("callback unreadable", extra={**context, "detail": exc.detail})
+            await self._record(context, body, "refused: unreadable", started)
             raise
         audit.info("callback verified", extra={**context, "bytes": len(body)})
+        exchange = await self._record(context, body, "verified", started)
+        request.state.verified_callback = (self._exchanges, exchange)
+        _signed_request.set(
+            {
+                "method": request.method,
+                "target": target,
+                "headers": {h: request.headers.get(h) for h in SIGNING_HEADERS},
+                "body_base64": base64.b64encode(body).decode("ascii"),
+            }
+        )
         return signed.app_id, data
 
     def _json(self, body: bytes) -> dict[str, Any]:
@@ -93,6 +124,21 @@ class CallbackVerifier:
         if not isinstance(data, dict):
             raise InvalidInput("body", "expected a JSON object")
         return data
+
+    async def _record(
+        self, context: dict[str, Any], body: bytes, outcome: str, started: float
+    ) -> Exchange:
+        exchange = Exchange(
+            actor=f"{self.platform}:{context['app_id'] or '?'}",
+            operation=f"callback {context['path']}",
+            outcome=outcome,
+            duration_ms=round((time.perf_counter() - started) * 1000),
+            purpose="callback",
+            request_digest=digest(body),
+        )
+        if self._exchanges is not None:
+            await self._exchanges.record(exchange)
+        return exchange
 
     async def _claim_nonce(self, app_id: str, nonce: str) -> None:
         now = time.time()
@@ -108,3 +154,17 @@ class CallbackVerifier:
                 )
         except IntegrityError as exc:
             raise Unauthorized(f"nonce {nonce!r} was already used", code="replayed_nonce") from exc
+
+
+async def record_failed_callback(request: Request, status: int, duration_ms: int) -> None:
+    """A verified callback whose handling failed (4xx/5xx) gets a second record saying so."""
+    verified = getattr(request.state, "verified_callback", None)
+    if verified is None or status < 400:
+        return
+    exchanges, exchange = verified
+    if exchanges is not None:
+        await exchanges.record(
+            replace(
+                exchange, outcome=f"failed: http {status}", duration_ms=duration_ms, time=utcnow()
+            )
+        )

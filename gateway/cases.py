@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.ports import CaseStatusSink
+from adapters.ywtb.mapping import case_from_callback
 from gateway.applications import ApplicationService
 from gateway.deadlines import DeadlineService
 from gateway.deliveries import DeliveryStatus, record_delivery_of
@@ -131,7 +132,6 @@ class CaseService:
                             "case_no": case.case_no,
                             "item_code": case.item_code,
                             "application_id": application_id,
-                            "applicant_name": case.applicant_name,
                             "status": submitted.application.status.value,
                             "filed_at": case.filed_at.isoformat(),
                         },
@@ -140,6 +140,12 @@ class CaseService:
         except IntegrityError:
             pass  # the case arrived before: it already has its application and event
         return application_id
+
+    async def applicant_name(self, case_no: str) -> str | None:
+        """The applicant's name on a case, from its stored callback (never from the bus)."""
+        async with self._sessions() as session:
+            callback = await session.get(ReceivedCallback, ("ywtb", case_no))
+        return case_from_callback(callback.body).applicant_name if callback else None
 
     async def report_stage(
         self,
@@ -255,7 +261,8 @@ class CaseService:
                     key=application_id,
                     subject=application_id,
                     id=change.event_id,
-                    data=resource.model_dump(mode="json"),
+                    # No personal data on the bus: the handler is read from the store.
+                    data=resource.model_dump(mode="json", exclude={"handler"}),
                 ),
             )
             if key:
@@ -285,7 +292,13 @@ class CaseService:
         """
         if event.get_type() != ApplicationEvent.STAGE_CHANGED:
             return None
-        change = StageChangeResource.model_validate(event.get_data())
+        async with self._sessions() as session:
+            handler = await session.scalar(
+                select(StageChange.handler).where(StageChange.event_id == event.get_id())
+            )
+        data = event.get_data()
+        assert isinstance(data, dict)
+        change = StageChangeResource.model_validate({**data, "handler": handler})
         if change.case_no is None:
             return None
         update = CaseStatusUpdate.model_validate(change.model_dump())

@@ -5,6 +5,9 @@ Getting Electricity figures of the period as JSON (it needs only the store)
 and, with ``--chart``, draws days per customer class against the limits.
 
 ``ywtb ops status [--watch [SECONDS]]`` shows backlog, lag, dead letters and platforms.
+
+``ywtb audit verify|export`` checks and exports the exchange log; ``ywtb keys rotate``
+re-encrypts the personal fields under the current key.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from gateway.logs import configure_logging
 from gateway.settings import load_settings
@@ -118,6 +122,19 @@ def main(argv: list[str] | None = None) -> int:
         "--all", action="store_true", help="list: also letters applied or replayed since"
     )
     dlq.add_argument("--dry-run", action="store_true", help="replay: show what would be sent where")
+    audit = commands.add_parser("audit", help="the exchange log: verify the chain, export it")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="walk the chain and its signed checkpoints (exit 1 naming the first bad seq)"
+    )
+    verify.add_argument("--file", type=Path, help="verify an export instead of the store")
+    verify.add_argument("--public-key", help="SM2 public key to trust (default: settings / file)")
+    export = audit_commands.add_parser("export", help="records in a time range, for an auditor")
+    export.add_argument("--from", dest="since", help="ISO 8601 time (default: the beginning)")
+    export.add_argument("--to", dest="until", help="ISO 8601 time (default: now)")
+    export.add_argument("file", type=Path, help="where to write the JSON lines")
+    keys = commands.add_parser("keys", help="data keys of the personal fields")
+    keys.add_argument("action", choices=["rotate"], help="re-encrypt all under the current key")
     args = parser.parse_args(argv)
 
     configure_logging(load_settings().log_level)
@@ -139,6 +156,93 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_report(args.period_from, args.period_to, args.chart))
     elif args.command == "ops":
         return _ops_status(args.watch, args.url, args.key)
+    elif args.command == "audit":
+        if args.audit_command == "verify":
+            return _audit_verify(args.file, args.public_key)
+        return _audit_export(args.since, args.until, args.file)
+    elif args.command == "keys":
+        return asyncio.run(_keys_rotate())
+    return 0
+
+
+async def _store() -> tuple[Any, Any]:
+    from gateway.protect import install, keyring_of
+    from gateway.store.db import open_store
+
+    settings = load_settings()
+    install(keyring_of(settings.protection))
+    return await open_store(settings.store)
+
+
+def _audit_verify(file: Path | None, public_key: str | None) -> int:
+    from gateway.audit import verify_export, verify_store
+
+    if file is not None:
+        lines = [json.loads(line) for line in file.read_text("utf-8").splitlines() if line]
+        problem = verify_export(lines, public_key)
+        checked = sum(1 for line in lines if line.get("type") == "record")
+    else:
+
+        async def run() -> tuple[int, Any]:
+            engine, sessions = await _store()
+            try:
+                key = public_key or load_settings().protection.audit_public_key
+                return await verify_store(sessions, key)
+            finally:
+                await engine.dispose()
+
+        checked, problem = asyncio.run(run())
+    if problem is not None:
+        print(f"ywtb audit verify: BROKEN at {problem}", file=sys.stderr)
+        print(json.dumps({"ok": False, "seq": problem.seq, "reason": problem.reason}))
+        return 1
+    print(json.dumps({"ok": True, "records": checked}))
+    print(f"ywtb audit verify: {checked} record(s), chain and checkpoints intact", file=sys.stderr)
+    return 0
+
+
+def _audit_export(since: str | None, until: str | None, file: Path) -> int:
+    from datetime import UTC, datetime
+
+    from gateway.audit import Signer, export
+
+    def parse(value: str | None) -> datetime | None:
+        if value is None:
+            return None
+        moment = datetime.fromisoformat(value)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    async def run() -> list[dict[str, Any]]:
+        engine, sessions = await _store()
+        try:
+            signer = Signer.of(load_settings().protection)
+            return await export(sessions, signer, parse(since), parse(until))
+        finally:
+            await engine.dispose()
+
+    lines = asyncio.run(run())
+    with file.open("w", encoding="utf-8") as out:
+        for line in lines:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    records = sum(1 for line in lines if line["type"] == "record")
+    print(f"ywtb audit export: {records} record(s) to {file}", file=sys.stderr)
+    return 0
+
+
+async def _keys_rotate() -> int:
+    from gateway.keys import Rotated, rotate
+    from gateway.protect import keyring
+
+    engine, sessions = await _store()
+
+    def progress(state: Rotated) -> None:
+        print(f"{state.column}: {state.rewritten} of {state.total} rewritten", file=sys.stderr)
+
+    try:
+        results = await rotate(sessions, keyring(), progress)
+    finally:
+        await engine.dispose()
+    print(json.dumps({r.column: {"total": r.total, "rewritten": r.rewritten} for r in results}))
     return 0
 
 
@@ -152,12 +256,11 @@ def _date(text: str) -> date:
 async def _report(period_from: date, period_to: date, chart: Path | None) -> int:
     from gateway.deadlines import DeadlineService
     from gateway.reports import ReportService, write_chart
-    from gateway.store.db import open_store
     from schemas.deadlines import load_calendar
     from schemas.errors import ConnectorError
 
     settings = load_settings()
-    engine, sessions = await open_store(settings.store)
+    engine, sessions = await _store()
     try:
         calendar = load_calendar(settings.deadlines.calendar_files)
         deadlines = DeadlineService(sessions, settings.deadlines, calendar)

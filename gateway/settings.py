@@ -191,6 +191,53 @@ class LimitsSettings(BaseModel):
     json_max_depth: int = Field(32, gt=0, description="deepest JSON nesting of a callback body")
 
 
+#: Development keys of the sandbox and the tests (public, so production refuses them).
+SANDBOX_DATA_KEYS = {"sandbox-1": "fb02588b9858141b6580e43357f37c38"}
+SANDBOX_INDEX_KEY = "2f12ed844f1e7a48142c17811faa29e8fb02588b9858141b6580e43357f37c38"
+SANDBOX_AUDIT_PRIVATE_KEY = "ba00a88154fc946abccb5e8845416815b764d58b46ae63bc58072f50f8e1092d"
+SANDBOX_AUDIT_PUBLIC_KEY = (
+    "044e2c316cedc54664bfc3277fff61b3183e1c60e3cd7aa08f24ea16568998f2ee"
+    "18c0b5ccdfbf0cdb57b3c5281ee5cb409d2502948696370bc2b900b5f79699f2"
+)
+
+
+class ProtectionSettings(BaseModel):
+    """Personal data at rest (field encryption, blind index) and the exchange log's keys."""
+
+    keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            'data keys as JSON {"<key id>": "<hex key>"} (128-bit for sm4-gcm, 256-bit for '
+            "aes-256-gcm); keep retired keys until `ywtb keys rotate` has run; "
+            "unset in the sandbox: development keys"
+        ),
+    )
+    current_key_id: str | None = Field(
+        None, description="the key id new values are encrypted under (default: the only key)"
+    )
+    algorithm: Literal["sm4-gcm", "aes-256-gcm"] = Field(
+        "sm4-gcm", description="cipher of new values: sm4-gcm (GB/T 32907) or aes-256-gcm"
+    )
+    index_key: SecretStr = Field(
+        SecretStr(""), description="hex key of the blind index (HMAC-SM3), at least 128 bits"
+    )
+    audit_private_key: SecretStr = Field(
+        SecretStr(""), description="SM2 private key (64 hex) that signs exchange-log checkpoints"
+    )
+    audit_public_key: str = Field(
+        "", description="SM2 public key (04‖X‖Y hex) that verifies exchange-log checkpoints"
+    )
+    audit_checkpoint_every: int = Field(
+        100, ge=1, description="exchange-log records between two signed checkpoints"
+    )
+    audit_checkpoint_interval_s: float = Field(
+        60.0, gt=0, description="longest time a new exchange-log record waits for a checkpoint"
+    )
+    audit_queue_size: int = Field(
+        10_000, ge=1, description="exchange-log records buffered in memory before callers wait"
+    )
+
+
 class SandboxSettings(BaseModel):
     api_key: SecretStr = Field(
         SecretStr("sandbox-key"), description="API key the sandbox accepts (client 'sandbox')"
@@ -432,6 +479,7 @@ class Settings(BaseSettings):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     sweeper: SweeperSettings = Field(default_factory=SweeperSettings)
     stages: StageSettings = Field(default_factory=StageSettings)
+    protection: ProtectionSettings = Field(default_factory=ProtectionSettings)
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:
@@ -450,6 +498,43 @@ class Settings(BaseSettings):
             ]
             if bad:
                 raise ValueError(f"placeholder secrets in production: {', '.join(bad)}")
+        return self
+
+    @model_validator(mode="after")
+    def _protection_keys(self) -> Settings:
+        """Production refuses to start without its own keys; the sandbox gets development ones."""
+        protection = self.protection
+        if self.environment == "production":
+            sandbox_keys = set(SANDBOX_DATA_KEYS.values()) | {
+                SANDBOX_INDEX_KEY,
+                SANDBOX_AUDIT_PRIVATE_KEY,
+            }
+            missing = [
+                name
+                for name, given in {
+                    "protection.keys": [k.get_secret_value() for k in protection.keys.values()],
+                    "protection.index_key": [protection.index_key.get_secret_value()],
+                    "protection.audit_private_key": [
+                        protection.audit_private_key.get_secret_value()
+                    ],
+                    "protection.audit_public_key": [protection.audit_public_key],
+                }.items()
+                if not all(given) or not given or set(given) & sandbox_keys
+            ]
+            if missing:
+                raise ValueError(f"production needs its own keys: {', '.join(missing)}")
+        else:
+            if not protection.keys:
+                protection.keys = {k: SecretStr(v) for k, v in SANDBOX_DATA_KEYS.items()}
+            if not protection.index_key.get_secret_value():
+                protection.index_key = SecretStr(SANDBOX_INDEX_KEY)
+            if not protection.audit_private_key.get_secret_value():
+                protection.audit_private_key = SecretStr(SANDBOX_AUDIT_PRIVATE_KEY)
+                protection.audit_public_key = SANDBOX_AUDIT_PUBLIC_KEY
+        if protection.current_key_id is None and len(protection.keys) == 1:
+            protection.current_key_id = next(iter(protection.keys))
+        if protection.current_key_id not in protection.keys:
+            raise ValueError("protection.current_key_id must name one of protection.keys")
         return self
 
 

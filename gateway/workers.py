@@ -101,13 +101,17 @@ def marketing(container: Container) -> WorkerSpec:
         kind = MARKETING_NOTICES.get(event.get_type())
         if kind is None:
             return None
+        payload = _data(event)
+        if kind == "case_received":  # the bus carries no names: read it from the store
+            case_no = str(payload["case_no"])
+            payload["applicant_name"] = await container.cases.applicant_name(case_no)
         await container.marketing.notify(
             MarketingNotice(
                 event_id=event.get_id(),
                 kind=kind,
                 application_id=str(event.get_extension("partitionkey")),
                 occurred_at=event.get_time() or utcnow(),
-                payload=_data(event),
+                payload=payload,
             )
         )
         return _nothing

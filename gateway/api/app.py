@@ -18,6 +18,7 @@ from gateway.api.limits import BodyLimit, CallerLimits, HeadAsGet
 from gateway.api.metrics import ops_figures_running
 from gateway.api.problems import install_problem_handlers
 from gateway.bootstrap import Container, bootstrap
+from gateway.callbacks import record_failed_callback
 from gateway.console import routes as console
 from gateway.logs import request_id
 from gateway.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             if ids := current_ids():  # the request's span is FastAPI's own
                 response.headers[TRACE_ID_HEADER] = ids[0]
             _count(request, response.status_code, time.perf_counter() - started)
+            elapsed_ms = round((time.perf_counter() - started) * 1000)
+            await record_failed_callback(request, response.status_code, elapsed_ms)
             log.info(
                 "request",
                 extra={

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from gateway.api.deps import ApplicationId, ContainerDep, EvidenceClient, ReadClient, WriteClient
 from gateway.api.problems import problem_responses
+from gateway.audit import person, record_read
 from schemas.applications import (
     CREDENTIAL_PATTERN,
     PROJECT_CODE_PATTERN,
@@ -113,7 +114,17 @@ async def list_applications(
 async def get_application(
     application_id: ApplicationId, client: ReadClient, container: ContainerDep
 ) -> ApplicationResource:
-    return await container.applications.get(application_id, client)
+    application = await container.applications.get(application_id, client)
+    applicant = application.applicant
+    await record_read(
+        container.exchanges,
+        client.name,
+        "GET application",
+        application_id,
+        application.model_dump_json(),
+        person(applicant.credential_type.value, applicant.credential_no),
+    )
+    return application
 
 
 @router.get(
@@ -130,7 +141,7 @@ async def get_licence_evidence(
         uscc = normalise_credential(CredentialType.USCC, uscc)
     except ValueError as exc:
         raise InvalidInput("uscc", str(exc)) from exc
-    return await _evidence(container, EvidenceKind.LICENCE, uscc)
+    return await _evidence(container, EvidenceKind.LICENCE, uscc, _client.name)
 
 
 @router.get(
@@ -143,11 +154,17 @@ async def get_project_evidence(
     _client: EvidenceClient,
     container: ContainerDep,
 ) -> EvidenceRecord:
-    return await _evidence(container, EvidenceKind.PROJECT, project_code)
+    return await _evidence(container, EvidenceKind.PROJECT, project_code, _client.name)
 
 
-async def _evidence(container: ContainerDep, kind: EvidenceKind, subject: str) -> EvidenceRecord:
+async def _evidence(
+    container: ContainerDep, kind: EvidenceKind, subject: str, client: str
+) -> EvidenceRecord:
     evidence = await container.evidence.obtain_and_keep(kind, subject)
-    return EvidenceRecord(
+    record = EvidenceRecord(
         kind=kind, subject=subject, status=EvidenceStatus.FETCHED, **evidence.snapshot()
     )
+    await record_read(
+        container.exchanges, client, f"GET evidence {kind.value}", subject, record.model_dump_json()
+    )
+    return record

@@ -72,6 +72,7 @@ async def readyz(container: ContainerDep, detail: ReadyDetailDep) -> JSONRespons
     checks["loops"] = {"ok": not stuck, "stuck": stuck, "loops": container.loops.snapshot()}
     platforms = {name: breaker.snapshot() for name, breaker in container.breakers.items()}
     checks["platforms"] = platforms
+    checks["exchange_log"] = container.exchanges.readiness()
     ready = store_ok and broker_ok and not stuck
     open_circuits = sorted(n for n, s in platforms.items() if s["state"] != "closed")
     status = "not_ready" if not ready else "degraded" if open_circuits else "ready"

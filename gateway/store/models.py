@@ -17,8 +17,12 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
+
+from gateway.protect import EncryptedJSON, EncryptedText, blind_index
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -74,7 +78,7 @@ class OutboxRow(Base):
     source: Mapped[str] = mapped_column(String(200))
     subject: Mapped[str | None] = mapped_column(String(200))
     time: Mapped[datetime]
-    data: Mapped[dict[str, Any]]
+    data: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("outbox.data"))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None] = mapped_column(index=True)
     traceparent: Mapped[str | None] = mapped_column(
@@ -112,7 +116,7 @@ class TimelineEntry(Base):
     event_id: Mapped[str] = mapped_column(String(64))
     type: Mapped[str] = mapped_column(String(200))
     time: Mapped[datetime]
-    data: Mapped[dict[str, Any]]
+    data: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("timeline.data"))
     recorded_at: Mapped[datetime]
 
 
@@ -128,8 +132,13 @@ class Application(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     status: Mapped[str] = mapped_column(String(32), index=True)
     credential_type: Mapped[str] = mapped_column(String(16))
-    credential_no: Mapped[str] = mapped_column(String(32), index=True)
-    request: Mapped[dict[str, Any]] = mapped_column(JSON, comment="the validated request body")
+    credential_no: Mapped[str] = mapped_column(EncryptedText("applications.credential_no"))
+    credential_index: Mapped[str | None] = mapped_column(
+        String(64), index=True, comment="blind index of credential_type:credential_no"
+    )
+    request: Mapped[dict[str, Any]] = mapped_column(
+        EncryptedJSON("applications.request"), comment="the validated request body"
+    )
     procedures: Mapped[list[str]] = mapped_column(JSON)
     time_limit_days: Mapped[int] = mapped_column(Integer)
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
@@ -164,7 +173,8 @@ class ApplicationEvidence(Base):
     status: Mapped[str] = mapped_column(String(16))
     evidence_id: Mapped[int | None] = mapped_column(BigInteger)
     record: Mapped[dict[str, Any] | None] = mapped_column(
-        JSON, comment="the evidence as checked for this application (a snapshot)"
+        EncryptedJSON("application_evidence.record"),
+        comment="the evidence as checked for this application (a snapshot)",
     )
     updated_at: Mapped[datetime]
     reused: Mapped[bool | None] = mapped_column(
@@ -188,7 +198,7 @@ class StoredEvidence(Base):
     valid_from: Mapped[date | None]
     valid_to: Mapped[date | None]
     fetched_at: Mapped[datetime]
-    fields: Mapped[dict[str, Any]]
+    fields: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("evidence.fields"))
 
 
 class IdempotencyKey(Base):
@@ -244,8 +254,12 @@ class ReceivedCallback(Base):
     platform: Mapped[str] = mapped_column(String(32), primary_key=True)
     callback_key: Mapped[str] = mapped_column(String(200), primary_key=True)
     app_id: Mapped[str] = mapped_column(String(100))
-    body: Mapped[dict[str, Any]]
+    body: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("callbacks.body"))
     received_at: Mapped[datetime]
+    signed_request: Mapped[dict[str, Any] | None] = mapped_column(
+        EncryptedJSON("callbacks.signed_request"),
+        comment="method, target, signing headers and raw body: the callback can be verified again",
+    )
 
 
 class Permit(Base):
@@ -289,7 +303,7 @@ class StageChange(Base):
     application_id: Mapped[str] = mapped_column(String(64), index=True)
     seq: Mapped[int] = mapped_column(Integer)
     stage: Mapped[str] = mapped_column(String(32))
-    handler: Mapped[str] = mapped_column(String(200))
+    handler: Mapped[str] = mapped_column(EncryptedText("stage_changes.handler"))
     occurred_at: Mapped[datetime]
     reason: Mapped[str | None] = mapped_column(String(1000))
     result_code: Mapped[str | None] = mapped_column(String(32))
@@ -362,3 +376,54 @@ class SweepItem(Base):
     lease_until: Mapped[float] = mapped_column(Float, default=0.0)
     last_error: Mapped[str | None] = mapped_column(String(1000))
     updated_at: Mapped[datetime]
+
+
+@event.listens_for(Application, "before_insert")
+def _index_credential(_mapper: Mapper[Application], _conn: Connection, row: Application) -> None:
+    row.credential_index = credential_index(row.credential_type, row.credential_no)
+
+
+def credential_index(credential_type: str, credential_no: str) -> str:
+    """The blind index lookups and uniqueness of a credential use (never the number itself)."""
+    return blind_index(f"{credential_type}:{credential_no}")
+
+
+class AuditRecord(Base):
+    """The exchange log: one exchange, chained to the previous record by SM3 (append only)."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    time: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200), comment="API client or platform")
+    operation: Mapped[str] = mapped_column(String(300))
+    subject: Mapped[str | None] = mapped_column(String(64), comment="blind index of the person")
+    purpose: Mapped[str | None] = mapped_column(String(200), comment="application id or use")
+    request_digest: Mapped[str | None] = mapped_column(String(64), comment="SM3 of the request")
+    response_digest: Mapped[str | None] = mapped_column(String(64), comment="SM3 of the answer")
+    outcome: Mapped[str] = mapped_column(String(200))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The head of the exchange-log chain: one row, locked by every append."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed statement (SM2) that the chain reached ``seq`` with ``hash``."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime]
+    key_id: Mapped[str] = mapped_column(String(64), comment="SM3 of the public key")
+    signature: Mapped[str] = mapped_column(String(300), comment="SM2-SM3 signature, DER hex")
