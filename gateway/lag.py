@@ -53,8 +53,8 @@ async def group_lag(
     consumer = _reader(settings, group_id)
     rows: list[dict[str, Any]] = []
     with kafka_errors():
-        await consumer.start()
         try:
+            await consumer.start()
             partitions = [
                 TopicPartition(topic, p)
                 for topic in topics
@@ -147,10 +147,10 @@ class DeadLetterTally:
         """Count what is new on the dead-letter topics; return ``counts()``."""
         consumer = _reader(self._settings, None)
         with kafka_errors():
-            await consumer.start()
             try:
+                await consumer.start()
                 await self._read_new(consumer, timeout_s)
-            finally:
+            finally:  # also after a failed start: an unclosed consumer warns when collected
                 await _close(consumer)
         return self.counts()
 

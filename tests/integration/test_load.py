@@ -316,7 +316,7 @@ async def test_with_the_pool_exhausted_the_api_answers_503_with_retry_after_with
                 # Hold the one pooled connection: the first request's query waits on a lock.
                 lock = blocker.transaction()
                 await lock.start()
-                table = f'"{settings.store.schema_name}".api_clients'
+                table = f'"{settings.store.schema_name}".outbox'
                 await blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
                 held = asyncio.create_task(first.get("/api/v1/ops/outbox"))
                 await asyncio.sleep(0.5)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
 from gateway.dlq import DeadLetters
 from gateway.settings import DeadLetterSettings, KafkaSettings
 from gateway.store.db import Sessions
@@ -18,7 +20,7 @@ async def test_sends_are_spaced_by_the_rate_even_when_asked_at_once() -> None:
 
     service = DeadLetters(
         KafkaSettings(),
-        Sessions(),
+        Sessions(async_sessionmaker()),
         DeadLetterSettings(replay_rate_per_s=4),
         sleep=sleep,
         clock=lambda: now[0],
