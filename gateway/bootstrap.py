@@ -6,7 +6,9 @@ import time. Keyword overrides replace a part (tests hand in their own).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,9 @@ from gateway.store.db import Sessions, open_store, transaction
 from gateway.store.models import ApiClient, utcnow
 from gateway.supervise import Loops
 
+log = logging.getLogger(__name__)
+_CLOSE_TIMEOUT_S = 3.0  # closing waits this long for each part (HTTP pool, database pool)
+
 
 def hash_key(key: str) -> str:
     """API keys are stored as their SHA-256 (keys are random, long and never reused)."""
@@ -70,9 +75,14 @@ class Container:
     loops: Loops = field(default_factory=Loops)
 
     async def aclose(self) -> None:
+        """Close everything, each part bounded in time: a hung broker or database holds no one."""
         await self.bus.close()
-        await self.http.aclose()
-        await self.engine.dispose()
+        for name, closing in (("http", self.http.aclose), ("store", self.engine.dispose)):
+            try:
+                async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                    await closing()
+            except TimeoutError:
+                log.warning("closing timed out", extra={"part": name})
 
 
 async def register_api_clients(sessions: Sessions, keys: dict[str, str]) -> None:
@@ -170,4 +180,5 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
             "ywtb": CallbackVerifier("ywtb", settings.ywtb, sessions),
         },
         breakers=breakers,
+        loops=Loops(settings.loops.stall_after_s),
     )

@@ -1,9 +1,17 @@
-"""Delivery state of events that workers deliver to platforms (for the timeline and ops)."""
+"""Delivery state of events that workers deliver or fail to apply (for the timeline and ops).
+
+A row per (worker, event): ``delivered``, ``retrying`` (retried in place, in
+``.retry`` rounds, or left open in the store for the sweeper) or ``dead`` (in
+the dead-letter topic until replayed), with every attempt counted and the
+real cause of the last failure.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
+from aiokafka import ConsumerRecord
 from cloudevents.core.base import BaseCloudEvent
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,21 +24,50 @@ class DeliveryStatus(StrEnum):
     DEAD = "dead"  # in the dead-letter topic until replayed
 
 
-async def record_delivery(
-    session: AsyncSession,
-    worker: str,
-    event: BaseCloudEvent,
-    status: DeliveryStatus,
-    attempts: int,
-    error: str | None,
-) -> None:
-    row = await session.get(Delivery, (worker, event.get_id()))
-    if row is None:
-        row = Delivery(
-            worker=worker,
+@dataclass(frozen=True)
+class DeliveryRef:
+    """Which event a delivery row is about."""
+
+    event_id: str
+    application_id: str
+    event_type: str
+
+    @classmethod
+    def of_event(cls, event: BaseCloudEvent) -> DeliveryRef:
+        return cls(
             event_id=event.get_id(),
             application_id=str(event.get_extension("partitionkey") or ""),
             event_type=event.get_type(),
+        )
+
+    @classmethod
+    def of_record(cls, record: ConsumerRecord[bytes, bytes]) -> DeliveryRef:
+        """A message that is not a readable CloudEvent: named by its ``ce_id`` or its offset."""
+        headers = {name: value.decode("utf-8", "replace") for name, value in record.headers}
+        return cls(
+            event_id=headers.get("ce_id") or f"{record.topic}/{record.partition}/{record.offset}",
+            application_id=record.key.decode("utf-8", "replace") if record.key else "",
+            event_type=headers.get("ce_type") or "undecodable",
+        )
+
+
+async def record_delivery(
+    session: AsyncSession,
+    worker: str,
+    event: BaseCloudEvent | DeliveryRef,
+    status: DeliveryStatus,
+    attempts: int,
+    error: str | None = None,
+) -> None:
+    """Record where ``event`` stands with ``worker``; ``attempts`` counts every try so far."""
+    ref = event if isinstance(event, DeliveryRef) else DeliveryRef.of_event(event)
+    row = await session.get(Delivery, (worker, ref.event_id[:64]))
+    if row is None:
+        row = Delivery(
+            worker=worker,
+            event_id=ref.event_id[:64],
+            application_id=ref.application_id[:64],
+            event_type=ref.event_type[:200],
         )
         session.add(row)
     row.status = status.value

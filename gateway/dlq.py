@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
-from gateway.bus import kafka_errors
+from gateway.bus import kafka_consumer, kafka_errors, kafka_producer
 from gateway.settings import KafkaSettings
 from gateway.worker import (
     H_ATTEMPT,
@@ -85,9 +85,7 @@ class DeadLetter:
 async def read_dead_letters(settings: KafkaSettings, *, idle_s: float = 1.0) -> list[DeadLetter]:
     """Every message in every dead-letter topic, oldest first per partition."""
     dead_topics = [t for t in all_topics() if t.endswith(".dlq")]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, enable_auto_commit=False, group_id=None
-    )
+    consumer = kafka_consumer(settings, group_id=None)
     letters: list[DeadLetter] = []
     with kafka_errors():
         await consumer.start()
@@ -144,7 +142,7 @@ async def replay(settings: KafkaSettings, letter: DeadLetter) -> str:
         H_HISTORY: letter.headers.get(H_HISTORY, b"[]"),
     }
     target = retry_topic(letter.header(H_TOPIC))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    producer = kafka_producer(settings)
     with kafka_errors():
         await producer.start()
         try:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from gateway.bus import kafka_errors
+from gateway.bus import kafka_consumer, kafka_errors
 from gateway.settings import KafkaSettings
 from schemas.events import retry_topic
 
@@ -20,9 +20,7 @@ async def group_lag(
     settings: KafkaSettings, group_id: str, topics: tuple[str, ...], *, timeout_s: float = 5.0
 ) -> list[dict[str, Any]]:
     """One row per partition: committed offset, end offset and lag of ``group_id``."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, group_id=group_id, enable_auto_commit=False
-    )
+    consumer = kafka_consumer(settings, group_id=group_id)
     rows: list[dict[str, Any]] = []
     with kafka_errors():
         await consumer.start()

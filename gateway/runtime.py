@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+_GRACEFUL_SHUTDOWN_S = 3  # requests in flight at SIGTERM get this long to finish
+
 
 class QuietSignalsServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to its host (we stop it ourselves)."""
@@ -20,7 +22,14 @@ class QuietSignalsServer(uvicorn.Server):
 
 
 def api_server(app: FastAPI, host: str, port: int) -> QuietSignalsServer:
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
+    )
     return QuietSignalsServer(config)
 
 
