@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 JSON_FORMAT = JSONFormat()
 
+SESSION_TIMEOUT_S = 10.0
+"""A consumer not heard from for this long is dropped from its group."""
+
 KafkaClient: TypeAlias = "AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient"
 
 
@@ -89,16 +92,15 @@ def kafka_producer(settings: KafkaSettings, *, client_id: str | None = None) -> 
 
 
 def kafka_consumer(
-    settings: KafkaSettings,
-    *topics: str,
-    group_id: str | None,
-    client_id: str | None = None,
-    **options: Any,
+    settings: KafkaSettings, *, group_id: str | None, client_id: str | None = None
 ) -> AIOKafkaConsumer:
-    """A consumer that commits only when told (``enable_auto_commit`` off), from the earliest."""
-    session_timeout_ms = int(options.pop("session_timeout_ms", 10_000))
+    """A consumer that commits only when told (``enable_auto_commit`` off), from the earliest.
+
+    It is given no topics: ``subscribe`` after ``started``, so that starting
+    does not wait for the group to form (it forms while ``getmany`` polls).
+    """
+    session_timeout_ms = int(SESSION_TIMEOUT_S * 1000)
     return AIOKafkaConsumer(
-        *topics,
         bootstrap_servers=_bootstrap(settings),
         client_id=client_id or settings.client_id,
         group_id=group_id,
@@ -107,7 +109,6 @@ def kafka_consumer(
         session_timeout_ms=session_timeout_ms,
         # A JoinGroup answer may take a whole session timeout: never time out before it.
         request_timeout_ms=max(int(settings.request_timeout_s * 1000), session_timeout_ms + 5000),
-        **options,
     )
 
 
@@ -133,21 +134,23 @@ async def stop_quietly(client: KafkaClient, timeout_s: float) -> None:
 
 
 @asynccontextmanager
-async def started(client: KafkaClient, settings: KafkaSettings) -> AsyncIterator[None]:
-    """Start ``client`` within ``request_timeout_s``; stop it (bounded) on the way out."""
+async def started(*clients: KafkaClient, settings: KafkaSettings) -> AsyncIterator[None]:
+    """Start ``clients`` in turn, each within ``request_timeout_s``; stop them together,
+    bounded by ``close_timeout_s``, on the way out."""
     try:
-        with kafka_errors():
-            async with asyncio.timeout(settings.request_timeout_s):
-                await client.start()
+        for client in clients:
+            with kafka_errors():
+                async with asyncio.timeout(settings.request_timeout_s):
+                    await client.start()
         yield
     finally:
-        await stop_quietly(client, settings.close_timeout_s)
+        await asyncio.gather(*(stop_quietly(c, settings.close_timeout_s) for c in clients))
 
 
 async def create_topics(settings: KafkaSettings, topics: Sequence[str]) -> None:
     """Create the topics that do not exist yet, with the configured partitions."""
     client = kafka_admin(settings)
-    async with started(client, settings):
+    async with started(client, settings=settings):
         with kafka_errors():
             async with asyncio.timeout(settings.request_timeout_s):
                 existing = set(await client.list_topics())

@@ -38,7 +38,7 @@ class KafkaSettings(BaseModel):
         10.0, description="request timeout; also bounds starting a client and committing offsets"
     )
     close_timeout_s: float = Field(
-        3.0, description="longest wait for a Kafka client to stop (a down broker is not waited for)"
+        2.0, description="longest wait for a Kafka client to stop (a down broker is not waited for)"
     )
     idempotent_producer: bool = Field(
         False,
@@ -85,7 +85,7 @@ class LoopSettings(BaseModel):
         60.0, description="a background loop without progress for this long makes /readyz 503"
     )
     shutdown_s: float = Field(
-        6.0,
+        4.0,
         description=(
             "on SIGTERM, how long loops may finish the work in hand before they are cancelled "
             "(uncommitted work is redelivered)"

@@ -243,11 +243,11 @@ class Worker:
                 producer = kafka_producer(self._kafka)
                 consumer = kafka_consumer(
                     self._kafka,
-                    *topics,
                     group_id=group,
                     client_id=f"{self._kafka.client_id}.{self.spec.name}",
                 )
-                async with started(producer, self._kafka), started(consumer, self._kafka):
+                async with started(producer, consumer, settings=self._kafka):
+                    consumer.subscribe(list(topics))
                     log.info("worker consuming", extra={"worker": self.spec.name, "topics": topics})
                     await self._poll(consumer, producer, stop, beat, outage, from_retry=from_retry)
                     backoff = 0.2
