@@ -54,6 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from gateway.bus import (
+    SESSION_TIMEOUT_S,
     create_topics,
     kafka_consumer,
     kafka_errors,
@@ -268,12 +269,13 @@ class Worker:
         from_retry: bool,
     ) -> None:
         """Fetch, process and commit until ``stop``; raise ``BrokerUnavailable`` if Kafka fails."""
-        poll_s = self._policy.poll_timeout_ms / 1000
+        # A poll waits out a rebalance of the group, which may take a session timeout.
+        poll_bound_s = self._policy.poll_timeout_ms / 1000 + SESSION_TIMEOUT_S
         checked_at = time.monotonic()
         while not stop.is_set():
             beat()
             with kafka_errors():
-                async with asyncio.timeout(poll_s + self._kafka.request_timeout_s):
+                async with asyncio.timeout(poll_bound_s + self._kafka.request_timeout_s):
                     batches = await consumer.getmany(
                         timeout_ms=self._policy.poll_timeout_ms,
                         max_records=self._policy.max_records,
