@@ -82,6 +82,13 @@ class DevBroker:
             process.kill()
             process.wait(timeout=5)
 
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would (its data, in memory, is gone)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+
     def __enter__(self) -> DevBroker:
         return self.start()
 

@@ -54,7 +54,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from gateway.bus import (
-    SESSION_TIMEOUT_S,
     create_topics,
     kafka_consumer,
     kafka_errors,
@@ -121,6 +120,20 @@ class _Stopping(Exception):
 
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, bytes]:
     return {name: value for name, value in record.headers}
+
+
+def _retry_state(headers: dict[str, bytes]) -> tuple[int, list[dict[str, Any]], float]:
+    """Round, history and due time of a message from a retry topic (ValueError if unreadable)."""
+    history = json.loads(headers.get(H_HISTORY, b"[]"))
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise ValueError(f"{H_HISTORY} is not a list of rounds")
+    _tries_in(history)
+    return int(headers.get(H_ATTEMPT, b"1")), history, float(headers.get(H_DUE_AT, b"0"))
+
+
+def _tries_in(history: list[dict[str, Any]]) -> int:
+    """Tries made in the rounds of ``history`` (a round from before tries were counted: one)."""
+    return sum(int(round_.get("tries", 1)) for round_ in history)
 
 
 def describe(exc: BaseException) -> str:
@@ -269,17 +282,22 @@ class Worker:
         from_retry: bool,
     ) -> None:
         """Fetch, process and commit until ``stop``; raise ``BrokerUnavailable`` if Kafka fails."""
-        # A poll waits out a rebalance of the group, which may take a session timeout.
-        poll_bound_s = self._policy.poll_timeout_ms / 1000 + SESSION_TIMEOUT_S
+        poll_s = self._policy.poll_timeout_ms / 1000
         checked_at = time.monotonic()
         while not stop.is_set():
             beat()
-            with kafka_errors():
-                async with asyncio.timeout(poll_bound_s + self._kafka.request_timeout_s):
-                    batches = await consumer.getmany(
-                        timeout_ms=self._policy.poll_timeout_ms,
-                        max_records=self._policy.max_records,
-                    )
+            batches = {}
+            try:
+                async with asyncio.timeout(poll_s + self._kafka.request_timeout_s):
+                    with kafka_errors():
+                        batches = await consumer.getmany(
+                            timeout_ms=self._policy.poll_timeout_ms,
+                            max_records=self._policy.max_records,
+                        )
+            except TimeoutError:
+                # A poll waits while the group rebalances, which may take a session timeout
+                # or more: no failure while the broker answers, as the check now tells.
+                checked_at = 0.0
             if time.monotonic() - checked_at >= self._policy.broker_check_s:
                 await self._check_broker(producer, consumer.subscription())
                 checked_at = time.monotonic()
@@ -330,20 +348,18 @@ class Worker:
         from_retry: bool,
     ) -> None:
         headers = headers_of(record)
-        round_, history = 1, []
-        if from_retry:
-            if headers.get(H_WORKER, b"").decode() != self.spec.name:
-                return  # another worker's retry
-            round_ = int(headers.get(H_ATTEMPT, b"1"))
-            history = json.loads(headers.get(H_HISTORY, b"[]"))
-            await self._pause(float(headers.get(H_DUE_AT, b"0")) - time.time(), stop, beat)
-        tries = _Tries(sum(int(h.get("tries", 1)) for h in history))
+        if from_retry and headers.get(H_WORKER, b"").decode() != self.spec.name:
+            return  # another worker's retry
         try:
+            round_, history, due_at = _retry_state(headers) if from_retry else (1, [], 0.0)
             event = record_to_event(record)
-        except Exception as exc:  # noqa: BLE001 - an undecodable message is a dead letter
+        except Exception as exc:  # noqa: BLE001 - an unreadable message is a dead letter
+            tries = _Tries(0)
             tries.failed(exc)
-            await self._forward(record, producer, tries, round_, history, stop, beat, dead=True)
+            await self._forward(record, producer, tries, 1, [], stop, beat, dead=True)
             return
+        await self._pause(due_at - time.time(), stop, beat)
+        tries = _Tries(_tries_in(history))
         try:
             await self._apply_retrying(event, tries, stop, beat)
         except _Stopping:
@@ -488,7 +504,7 @@ class Worker:
         original = headers_of(record)
         topic = original.get(H_TOPIC, record.topic.encode()).decode()
         error = tries.cause or "unknown"
-        tries_this_round = tries.count - sum(int(h.get("tries", 1)) for h in history)
+        tries_this_round = tries.count - _tries_in(history)
         history = [
             *history,
             {"attempt": round_, "at": time.time(), "error": error, "tries": tries_this_round},

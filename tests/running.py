@@ -71,13 +71,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def worker_process(name: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    """``ywtb worker NAME`` as its own process, as ops would run it."""
+def ywtb_process(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """``ywtb ARGS...`` as its own process with ``settings``, as ops would run it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("YWTB_")}
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "worker", name],
+            [sys.executable, "-m", "gateway.cli", *args],
             env={**env, **settings_env(settings), "YWTB_LOG_LEVEL": "INFO"},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def worker_process(name: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """``ywtb worker NAME`` as its own process, as ops would run it."""
+    return ywtb_process(["worker", name], settings, log)
