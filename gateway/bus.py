@@ -36,6 +36,9 @@ JSON_FORMAT = JSONFormat()
 SESSION_TIMEOUT_S = 10.0
 """A consumer not heard from for this long is dropped from its group."""
 
+RETRY_BACKOFF_MS = 500
+"""Pause of a client's own retries: with a broker gone, each retry logs an error."""
+
 KafkaClient: TypeAlias = "AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient"
 
 
@@ -66,11 +69,21 @@ def record_to_event(record: ConsumerRecord[bytes, bytes]) -> BaseCloudEvent:
 
 @contextmanager
 def kafka_errors() -> Iterator[None]:
-    """Translate aiokafka failures and timeouts into ``BrokerUnavailable``."""
+    """Translate aiokafka failures and timeouts into ``BrokerUnavailable``.
+
+    aiokafka sometimes lets the cancellation of its own background tasks out
+    (stopping a consumer whose fetches are failing does): a ``CancelledError``
+    not aimed at the current task is a failure of the client, not a cancellation.
+    """
     try:
         yield
     except (KafkaError, TimeoutError, OSError) as exc:
         raise BrokerUnavailable(f"Kafka: {type(exc).__name__}: {exc}") from exc
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        raise BrokerUnavailable("Kafka: a client task was cancelled") from exc
 
 
 def _bootstrap(settings: KafkaSettings) -> str:
@@ -87,6 +100,7 @@ def kafka_producer(settings: KafkaSettings, *, client_id: str | None = None) -> 
         acks="all",
         enable_idempotence=settings.idempotent_producer,
         request_timeout_ms=int(settings.request_timeout_s * 1000),
+        retry_backoff_ms=RETRY_BACKOFF_MS,
         linger_ms=5,
     )
 
@@ -109,6 +123,7 @@ def kafka_consumer(
         session_timeout_ms=session_timeout_ms,
         # A JoinGroup answer may take a whole session timeout: never time out before it.
         request_timeout_ms=max(int(settings.request_timeout_s * 1000), session_timeout_ms + 5000),
+        retry_backoff_ms=RETRY_BACKOFF_MS,
     )
 
 

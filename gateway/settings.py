@@ -70,7 +70,7 @@ class WorkerSettings(BaseModel):
         ),
     )
     broker_check_s: float = Field(
-        5.0, description="how often an idle worker checks that the broker and its topics exist"
+        3.0, description="how often an idle worker checks that the broker and its topics exist"
     )
     reconnect_backoff_max_s: float = Field(
         5.0, description="longest pause between reconnections to an unreachable broker"
