@@ -57,8 +57,9 @@ async def _unsent(container: Container) -> int:
 
 
 def _log_lines(log: Path, message: str) -> list[dict[str, object]]:
+    """The JSON log records of ``log`` with this message."""
     lines = []
-    for line in log.read_text().splitlines():
+    for line in (log.read_text() if log.exists() else "").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -70,7 +71,7 @@ def _log_lines(log: Path, message: str) -> list[dict[str, object]]:
 
 async def _wait_for_log(log: Path, message: str, count: int = 1, timeout_s: float = 60) -> None:
     async def logged() -> bool:
-        return log.exists() and len(_log_lines(log, message)) >= count
+        return len(_log_lines(log, message)) >= count
 
     await eventually(logged, timeout_s=timeout_s)
 
