@@ -59,7 +59,8 @@ async def record_delivery(
     attempts: int,
     error: str | None = None,
 ) -> None:
-    """Record where ``event`` stands with ``worker``; ``attempts`` counts every try so far."""
+    """Record where ``event`` stands with ``worker``; add ``attempts``, the tries since the
+    last record, to those it holds (so every try is counted, across rounds and restarts)."""
     ref = event if isinstance(event, DeliveryRef) else DeliveryRef.of_event(event)
     row = await session.get(Delivery, (worker, ref.event_id[:64]))
     if row is None:
@@ -71,6 +72,6 @@ async def record_delivery(
         )
         session.add(row)
     row.status = status.value
-    row.attempts = attempts
+    row.attempts = (row.attempts or 0) + attempts
     row.last_error = error[:1000] if error else None
     row.updated_at = utcnow()

@@ -149,8 +149,19 @@ class _Tries:
     """
 
     count: int
+    recorded: int = 0
+    """How many of ``count`` the delivery record already holds."""
     cause: str | None = None
     recorded_at: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def after(cls, history: list[dict[str, Any]]) -> _Tries:
+        """The tries of the rounds in ``history`` (each recorded when its round ended)."""
+        count = _tries_in(history)
+        return cls(count=count, recorded=count)
+
+    def was_recorded(self) -> None:
+        self.recorded, self.recorded_at = self.count, time.monotonic()
 
     def failed(self, exc: BaseException) -> None:
         self.count += 1
@@ -201,10 +212,14 @@ class Worker:
 
     # -- the effect of one event -------------------------------------------------------------
 
-    async def apply(self, event: BaseCloudEvent, attempts: int = 1) -> bool:
+    async def apply(
+        self, event: BaseCloudEvent, attempts: int = 1, *, after_failure: bool = False
+    ) -> bool:
         """Apply ``event`` once; return False if it was applied before or needs nothing.
 
-        ``attempts``: this try and every one before it (recorded with the delivery).
+        ``attempts``: the tries the delivery record does not hold yet, this one
+        included. The delivery is recorded if the worker tracks deliveries or a
+        failure of this event came before (``after_failure``).
         """
         key = (self.spec.name, event.get_id())
         with store_errors():
@@ -219,7 +234,7 @@ class Worker:
                     session.add(InboxRow(consumer=key[0], event_id=key[1], processed_at=utcnow()))
                     await session.flush()
                     await effect(session)
-                    if self.spec.tracks_delivery or attempts > 1:
+                    if self.spec.tracks_delivery or after_failure:
                         await record_delivery(
                             session, self.spec.name, event, DeliveryStatus.DELIVERED, attempts
                         )
@@ -354,12 +369,12 @@ class Worker:
             round_, history, due_at = _retry_state(headers) if from_retry else (1, [], 0.0)
             event = record_to_event(record)
         except Exception as exc:  # noqa: BLE001 - an unreadable message is a dead letter
-            tries = _Tries(0)
+            tries = _Tries(count=0)
             tries.failed(exc)
             await self._forward(record, producer, tries, 1, [], stop, beat, dead=True)
             return
         await self._pause(due_at - time.time(), stop, beat)
-        tries = _Tries(_tries_in(history))
+        tries = _Tries.after(history)
         try:
             await self._apply_retrying(event, tries, stop, beat)
         except _Stopping:
@@ -416,11 +431,13 @@ class Worker:
         )
         async for attempt in retrying:
             with attempt:
-                await self.apply(event, attempts=tries.count + 1)
+                await self.apply(
+                    event, attempts=tries.count + 1 - tries.recorded, after_failure=tries.count > 0
+                )
 
     async def _note_retrying(self, event: BaseCloudEvent, tries: _Tries) -> None:
         """Record how a message waiting out an outage stands (skipped while the store is away)."""
-        tries.recorded_at = time.monotonic()
+        tries.recorded_at = time.monotonic()  # at most once every record_every_s, recorded or not
         log.warning(
             "still retrying in place",
             extra={
@@ -438,9 +455,9 @@ class Worker:
     ) -> None:
         with store_errors():
             async with transaction(self._sessions) as session:
-                await record_delivery(
-                    session, self.spec.name, what, status, tries.count, tries.cause
-                )
+                new_tries = tries.count - tries.recorded
+                await record_delivery(session, self.spec.name, what, status, new_tries, tries.cause)
+        tries.was_recorded()
 
     async def _record_retrying_store(
         self,
