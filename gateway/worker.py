@@ -156,9 +156,11 @@ class _Tries:
 
     @classmethod
     def after(cls, history: list[dict[str, Any]]) -> _Tries:
-        """The tries of the rounds in ``history`` (each recorded when its round ended)."""
+        """The tries of the rounds in ``history`` (each recorded when its round ended) and the
+        cause of their failures."""
         count = _tries_in(history)
-        return cls(count=count, recorded=count)
+        cause = str(history[-1].get("error")) if history else None
+        return cls(count=count, recorded=count, cause=cause)
 
     def was_recorded(self) -> None:
         self.recorded, self.recorded_at = self.count, time.monotonic()
