@@ -173,12 +173,22 @@ class _Tries:
 
 
 class _Outage:
-    """One broker outage of one loop: logged when it starts and when it ends, not per try."""
+    """One broker outage of one loop: logged when it starts and when it ends, not per try;
+    the pause before each reconnection doubles up to ``max_backoff_s``."""
 
-    def __init__(self, loop: str) -> None:
+    _FIRST_BACKOFF_S = 0.2
+
+    def __init__(self, loop: str, max_backoff_s: float) -> None:
         self.loop = loop
         self.since: float | None = None
         self.failures = 0
+        self._max_backoff_s = max_backoff_s
+        self._backoff_s = self._FIRST_BACKOFF_S
+
+    def pause_s(self) -> float:
+        """How long to wait before the next try (with jitter)."""
+        pause, self._backoff_s = self._backoff_s, min(self._backoff_s * 2, self._max_backoff_s)
+        return pause * (1 + random.random() / 2)
 
     def failed(self, exc: BrokerUnavailable) -> None:
         self.failures += 1
@@ -198,7 +208,7 @@ class _Outage:
                     "failures": self.failures,
                 },
             )
-        self.since, self.failures = None, 0
+        self.since, self.failures, self._backoff_s = None, 0, self._FIRST_BACKOFF_S
 
 
 class Worker:
@@ -265,8 +275,8 @@ class Worker:
         """One loop: a Kafka session, and a new one (after a back-off) whenever Kafka fails."""
         topics = tuple(map(retry_topic, self.spec.topics)) if from_retry else self.spec.topics
         group = f"{self.spec.group_id}.retry" if from_retry else self.spec.group_id
-        outage = _Outage(f"worker.{self.spec.name}{'.retry' if from_retry else ''}")
-        backoff = 0.2
+        loop = f"worker.{self.spec.name}{'.retry' if from_retry else ''}"
+        outage = _Outage(loop, self._policy.reconnect_backoff_max_s)
         while not stop.is_set():
             beat()
             try:
@@ -281,11 +291,9 @@ class Worker:
                     consumer.subscribe(list(topics))
                     log.info("worker consuming", extra={"worker": self.spec.name, "topics": topics})
                     await self._poll(consumer, producer, stop, beat, outage, from_retry=from_retry)
-                    backoff = 0.2
             except BrokerUnavailable as exc:
                 outage.failed(exc)
-                await wait_or_stop(stop, backoff * (1 + random.random() / 2))
-                backoff = min(backoff * 2, self._policy.reconnect_backoff_max_s)
+                await wait_or_stop(stop, outage.pause_s())
         log.info("worker stopped", extra={"worker": self.spec.name, "applied": self.applied})
 
     async def _poll(
