@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -76,7 +79,7 @@ async def _wait_for_log(log: Path, message: str, count: int = 1, timeout_s: floa
     await eventually(logged, timeout_s=timeout_s)
 
 
-async def _terminate(process: subprocess.Popen[bytes]) -> tuple[int, float]:
+async def _terminate(process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> tuple[int, float]:
     """SIGTERM ``process``; its exit code and how long it took to exit."""
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
@@ -206,3 +209,53 @@ async def test_sigterm_ends_worker_relay_and_api_within_10_s_whatever_the_broker
     for name, (code, took) in results.items():
         assert code == 0, (name, logs[name].read_text()[-3000:])
         assert took < 10, (name, took)
+
+
+@pytest.mark.parametrize("broker_state", ["up", "killed"])
+async def test_sigterm_ends_the_sandbox_within_10_s_whatever_the_broker_does(
+    broker: DevBroker, tmp_path: Path, broker_state: str
+) -> None:
+    sandbox = _start_sandbox(tmp_path, free_port(), broker.bootstrap)
+    try:
+        assert sandbox.stdout is not None
+        banner = await asyncio.to_thread(_read_until, sandbox.stdout, "Ctrl-C", 60)
+        assert "Ctrl-C" in banner, banner
+        if broker_state == "killed":
+            broker.kill()
+            await asyncio.sleep(2)
+        code, took = await _terminate(sandbox)
+    finally:
+        sandbox.kill()
+        if sandbox.stdout:
+            sandbox.stdout.close()
+    assert (code, took < 10) == (0, True), (code, took)
+
+
+def _start_sandbox(tmp_path: Path, port: int, bootstrap: str) -> subprocess.Popen[str]:
+    """``ywtb sandbox`` on the test's broker (it starts its own store and simulators)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YWTB_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "sandbox", "--port", str(port)],
+        cwd=tmp_path,
+        env={
+            **env,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            "YWTB_KAFKA_BOOTSTRAP": bootstrap,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _read_until(stream: IO[str], marker: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    lines = []
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        lines.append(line)
+        if marker in line:
+            break
+    return "".join(lines)
