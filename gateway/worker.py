@@ -136,6 +136,23 @@ def _tries_in(history: list[dict[str, Any]]) -> int:
     return sum(int(round_.get("tries", 1)) for round_ in history)
 
 
+async def _unless_stopped(
+    poll: Awaitable[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]], stop: asyncio.Event
+) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    """``poll``'s records, or none if ``stop`` is set first (a poll waits out a rebalance)."""
+    polling = asyncio.ensure_future(poll)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({polling, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not polling.done():
+            polling.cancel()
+    if polling.done() and not polling.cancelled():
+        return polling.result()
+    return {}
+
+
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -315,14 +332,19 @@ class Worker:
             try:
                 async with asyncio.timeout(poll_s + self._kafka.request_timeout_s):
                     with kafka_errors():
-                        batches = await consumer.getmany(
-                            timeout_ms=self._policy.poll_timeout_ms,
-                            max_records=self._policy.max_records,
+                        batches = await _unless_stopped(
+                            consumer.getmany(
+                                timeout_ms=self._policy.poll_timeout_ms,
+                                max_records=self._policy.max_records,
+                            ),
+                            stop,
                         )
             except TimeoutError:
                 # A poll waits while the group rebalances, which may take a session timeout
                 # or more: no failure while the broker answers, as the check now tells.
                 checked_at = 0.0
+            if stop.is_set():
+                return  # what the poll brought is not in hand yet: nothing to commit
             if time.monotonic() - checked_at >= self._policy.broker_check_s:
                 await self._check_broker(producer, consumer.subscription())
                 checked_at = time.monotonic()
