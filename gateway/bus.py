@@ -146,6 +146,21 @@ async def stop_quietly(client: KafkaClient, timeout_s: float) -> None:
                     await client.stop()
     except BrokerUnavailable as exc:
         log.debug("Kafka client stopped uncleanly", extra={"error": exc.detail})
+        await _close_connections(client, timeout_s)
+
+
+async def _close_connections(client: KafkaClient, timeout_s: float) -> None:
+    """Close the connections of a client that gave up half-way through stopping.
+
+    (aiokafka's consumer stops its fetcher before its connections, and lets the
+    cancellation of a fetch in flight out of it: its connections stay open.)
+    """
+    connections = getattr(client, "_client", None)
+    if connections is None:
+        return
+    with contextlib.suppress(BrokerUnavailable), kafka_errors():
+        async with asyncio.timeout(timeout_s):
+            await connections.close()
 
 
 @asynccontextmanager
