@@ -6,6 +6,8 @@ import time. Keyword overrides replace a part (tests hand in their own).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +51,9 @@ from gateway.supervise import Loops
 from gateway.tracing import configure_tracing, instrument_http
 from schemas.deadlines import load_calendar
 
+log = logging.getLogger(__name__)
+_CLOSE_TIMEOUT_S = 3.0  # closing waits this long for each part (HTTP pool, database pool)
+
 
 @dataclass
 class Container:
@@ -76,10 +81,15 @@ class Container:
     loops: Loops = field(default_factory=Loops)
 
     async def aclose(self) -> None:
+        """Close everything, each part bounded in time: a hung broker or database holds no one."""
         await self.exchanges.aclose()
         await self.bus.close()
-        await self.http.aclose()
-        await self.engine.dispose()
+        for name, closing in (("http", self.http.aclose), ("store", self.engine.dispose)):
+            try:
+                async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                    await closing()
+            except TimeoutError:
+                log.warning("closing timed out", extra={"part": name})
 
 
 async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Container:
@@ -96,7 +106,7 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
     # not in the settings (or the sandbox key outside the sandbox) never works.
     clients = Clients.from_settings(settings)
 
-    loops = Loops()
+    loops = Loops(settings.loops.stall_after_s)
     exchanges = AuditLog(sessions, settings.protection, loops)
     platforms: dict[str, PlatformSettings] = {
         "licence": settings.licence,

@@ -1,18 +1,23 @@
-"""Kafka: CloudEvents in binary content mode, topics, and the producer the relay uses.
+"""Kafka: CloudEvents in binary content mode, topics, clients, and the producer the relay uses.
 
 Only standard Kafka APIs are used, so production points at any Kafka cluster.
-aiokafka exceptions are translated here into ``BrokerUnavailable``.
+aiokafka exceptions are translated here into ``BrokerUnavailable``. Every
+Kafka client of the connector is built by ``kafka_producer``, ``kafka_consumer``
+or ``kafka_admin`` from ``KafkaSettings``, and started and stopped with ``started`` /
+``stop_quietly``, bounded in time: a broker that is down or hung never holds
+a process longer than ``request_timeout_s`` / ``close_timeout_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from cloudevents.core.base import BaseCloudEvent
@@ -24,7 +29,17 @@ from gateway.settings import KafkaSettings
 from gateway.store.models import OutboxRow
 from schemas.errors import BrokerUnavailable
 
+log = logging.getLogger(__name__)
+
 JSON_FORMAT = JSONFormat()
+
+SESSION_TIMEOUT_S = 10.0
+"""A consumer not heard from for this long is dropped from its group."""
+
+RETRY_BACKOFF_MS = 500
+"""Pause of a client's own retries: with a broker gone, each retry logs an error."""
+
+KafkaClient: TypeAlias = "AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient"
 
 
 def outbox_to_message(row: OutboxRow) -> ce_kafka.KafkaMessage:
@@ -56,34 +71,129 @@ def record_to_event(record: ConsumerRecord[bytes, bytes]) -> BaseCloudEvent:
 
 @contextmanager
 def kafka_errors() -> Iterator[None]:
-    """Translate aiokafka failures and timeouts into ``BrokerUnavailable``."""
+    """Translate aiokafka failures and timeouts into ``BrokerUnavailable``.
+
+    aiokafka sometimes lets the cancellation of its own background tasks out
+    (stopping a consumer whose fetches are failing does): a ``CancelledError``
+    not aimed at the current task is a failure of the client, not a cancellation.
+    """
     try:
         yield
     except (KafkaError, TimeoutError, OSError) as exc:
         raise BrokerUnavailable(f"Kafka: {type(exc).__name__}: {exc}") from exc
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        raise BrokerUnavailable("Kafka: a client task was cancelled") from exc
+
+
+def _bootstrap(settings: KafkaSettings) -> str:
+    if not settings.bootstrap:
+        raise ValueError("Kafka clients need bootstrap servers (YWTB_KAFKA_BOOTSTRAP)")
+    return settings.bootstrap
+
+
+def kafka_producer(settings: KafkaSettings, *, client_id: str | None = None) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica (at least once; consumers deduplicate)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=_bootstrap(settings),
+        client_id=client_id or settings.client_id,
+        acks="all",
+        enable_idempotence=settings.idempotent_producer,
+        request_timeout_ms=int(settings.request_timeout_s * 1000),
+        retry_backoff_ms=RETRY_BACKOFF_MS,
+        linger_ms=5,
+    )
+
+
+def kafka_consumer(
+    settings: KafkaSettings, *, group_id: str | None, client_id: str | None = None
+) -> AIOKafkaConsumer:
+    """A consumer that commits only when told (``enable_auto_commit`` off), from the earliest.
+
+    It is given no topics: ``subscribe`` after ``started``, so that starting
+    does not wait for the group to form (it forms while ``getmany`` polls).
+    """
+    session_timeout_ms = int(SESSION_TIMEOUT_S * 1000)
+    return AIOKafkaConsumer(
+        bootstrap_servers=_bootstrap(settings),
+        client_id=client_id or settings.client_id,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=session_timeout_ms,
+        # A JoinGroup answer may take a whole session timeout: never time out before it.
+        request_timeout_ms=max(int(settings.request_timeout_s * 1000), session_timeout_ms + 5000),
+        retry_backoff_ms=RETRY_BACKOFF_MS,
+    )
+
+
+def kafka_admin(settings: KafkaSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=_bootstrap(settings),
+        client_id=settings.client_id,
+        request_timeout_ms=int(settings.request_timeout_s * 1000),
+    )
+
+
+async def stop_quietly(client: KafkaClient, timeout_s: float) -> None:
+    """Stop ``client`` within ``timeout_s``; a broken client is dropped, not waited for."""
+    try:
+        with kafka_errors():
+            async with asyncio.timeout(timeout_s):
+                if isinstance(client, AIOKafkaAdminClient):
+                    await client.close()
+                else:
+                    await client.stop()
+    except BrokerUnavailable as exc:
+        log.debug("Kafka client stopped uncleanly", extra={"error": exc.detail})
+        await _close_connections(client, timeout_s)
+
+
+async def _close_connections(client: KafkaClient, timeout_s: float) -> None:
+    """Close the connections of a client that gave up half-way through stopping.
+
+    (aiokafka's consumer stops its fetcher before its connections, and lets the
+    cancellation of a fetch in flight out of it: its connections stay open.)
+    """
+    connections = getattr(client, "_client", None)
+    if connections is None:
+        return
+    with contextlib.suppress(BrokerUnavailable), kafka_errors():
+        async with asyncio.timeout(timeout_s):
+            await connections.close()
+
+
+@asynccontextmanager
+async def started(*clients: KafkaClient, settings: KafkaSettings) -> AsyncIterator[None]:
+    """Start ``clients`` in turn, each within ``request_timeout_s``; stop them together,
+    bounded by ``close_timeout_s``, on the way out."""
+    try:
+        for client in clients:
+            with kafka_errors():
+                async with asyncio.timeout(settings.request_timeout_s):
+                    await client.start()
+        yield
+    finally:
+        await asyncio.gather(*(stop_quietly(c, settings.close_timeout_s) for c in clients))
 
 
 async def create_topics(settings: KafkaSettings, topics: Sequence[str]) -> None:
     """Create the topics that do not exist yet, with the configured partitions."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap,
-        client_id=settings.client_id,
-        request_timeout_ms=int(settings.request_timeout_s * 1000),
-    )
-    with kafka_errors():
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            new = [
-                NewTopic(t, settings.partitions, settings.replication_factor)
-                for t in topics
-                if t not in existing
-            ]
-            if new:
-                with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile
-                    await admin.create_topics(new)
-        finally:
-            await admin.close()
+    client = kafka_admin(settings)
+    async with started(client, settings=settings):
+        with kafka_errors():
+            async with asyncio.timeout(settings.request_timeout_s):
+                existing = set(await client.list_topics())
+                new = [
+                    NewTopic(t, settings.partitions, settings.replication_factor)
+                    for t in topics
+                    if t not in existing
+                ]
+                if new:
+                    with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile
+                        await client.create_topics(new)
 
 
 class KafkaBus:
@@ -99,35 +209,23 @@ class KafkaBus:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            timeout_ms = int(self.settings.request_timeout_s * 1000)
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                client_id=self.settings.client_id,
-                acks="all",
-                # At-least-once either way: consumers deduplicate by event id.
-                enable_idempotence=self.settings.idempotent_producer,
-                request_timeout_ms=timeout_ms,
-                linger_ms=5,
-            )
+            client = kafka_producer(self.settings)
             try:
                 with kafka_errors():
-                    await producer.start()
+                    async with asyncio.timeout(self.settings.request_timeout_s):
+                        await client.start()
             except BrokerUnavailable:
-                await producer.stop()
+                await stop_quietly(client, self.settings.close_timeout_s)
                 raise
-            self._producer = producer
+            self._producer = client
         return self._producer
 
     async def reset(self) -> None:
         """Drop the producer (after a failure); the next call connects afresh."""
-        producer, self._producer = self._producer, None
+        client, self._producer = self._producer, None
         self._known_topics.clear()
-        if producer is not None:
-            try:
-                with kafka_errors():
-                    await asyncio.wait_for(producer.stop(), self.settings.request_timeout_s)
-            except BrokerUnavailable:
-                pass  # it was already broken; a new producer replaces it
+        if client is not None:
+            await stop_quietly(client, self.settings.close_timeout_s)
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create missing topics with the configured partitions (idempotent)."""
@@ -156,7 +254,11 @@ class KafkaBus:
                         headers=list(message.headers.items()),
                     )
                 )
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s * 2):
+                results = await asyncio.gather(*futures, return_exceptions=True)
+        except TimeoutError as exc:  # the broker took the batch and went silent
+            raise BrokerUnavailable("Kafka: no acknowledgement in time") from exc
         return [not isinstance(result, BaseException) for result in results]
 
     async def ping(self) -> None:

@@ -19,7 +19,7 @@ from adapters.ports import CaseStatusSink
 from adapters.ywtb.mapping import case_from_callback
 from gateway.applications import ApplicationService
 from gateway.deadlines import DeadlineService
-from gateway.deliveries import DeliveryStatus, record_delivery_of
+from gateway.deliveries import DeliveryRef, DeliveryStatus, record_delivery
 from gateway.idempotency import Created, recall, remember, request_hash
 from gateway.outbox import add_event
 from gateway.settings import StageSettings
@@ -307,16 +307,10 @@ class CaseService:
         async def delivered(session: AsyncSession) -> None:
             """The inbox and delivery record of this event say it arrived; so did ``filled``."""
             for earlier in filled:
-                await record_delivery_of(
-                    session,
-                    worker,
-                    earlier.event_id,
-                    earlier.application_id,
-                    ApplicationEvent.STAGE_CHANGED,
-                    DeliveryStatus.DELIVERED,
-                    None,
-                    None,
+                ref = DeliveryRef(
+                    earlier.event_id, earlier.application_id, ApplicationEvent.STAGE_CHANGED
                 )
+                await record_delivery(session, worker, ref, DeliveryStatus.DELIVERED, 1)
 
         return delivered
 

@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.logs import configure_logging
 from gateway.settings import load_settings
+
+if TYPE_CHECKING:
+    from gateway.bootstrap import Container
+    from gateway.supervise import LoopBody
 
 
 async def _serve(host: str, port: int) -> None:
@@ -34,36 +40,28 @@ async def _serve(host: str, port: int) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
     serving = asyncio.create_task(server.serve())
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
     server.should_exit = True
-    await serving
+    # Open connections and the lifespan's closing get their time; then the process ends.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(serving, settings.loops.shutdown_s)
 
 
-async def _relay() -> None:
+async def _host(loops_of: Callable[[Container], dict[str, LoopBody]]) -> None:
+    """Run a process's background loops, supervised, until SIGINT/SIGTERM."""
+    from gateway.background import run_supervised
     from gateway.bootstrap import bootstrap
-    from gateway.relay import Relay
     from gateway.runtime import stop_on_signals
 
     container = await bootstrap()
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
-        await Relay(container.sessions, container.bus, container.settings.relay).run(stop)
-    finally:
-        await container.aclose()
-
-
-async def _worker(name: str) -> None:
-    from gateway.bootstrap import bootstrap
-    from gateway.runtime import stop_on_signals
-    from gateway.worker import Worker
-    from gateway.workers import WORKERS
-
-    container = await bootstrap()
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    try:
-        await Worker(WORKERS[name](container), container.sessions, container.settings).run(stop)
+        await run_supervised(
+            loops_of(container), stop, container.loops, container.settings.loops.shutdown_s
+        )
     finally:
         await container.aclose()
 
@@ -83,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="the API (needs YWTB_KAFKA_BOOTSTRAP)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    commands.add_parser("relay", help="publish the outbox to Kafka")
+    commands.add_parser("relay", help="publish the outbox to Kafka; run the periodic jobs")
     worker = commands.add_parser("worker", help="run one named worker")
     worker.add_argument("name", choices=sorted(WORKERS))
     lag = commands.add_parser("lag", help="consumer lag of each worker, per partition")
@@ -145,9 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "serve":
         asyncio.run(_serve(args.host, args.port))
     elif args.command == "relay":
-        asyncio.run(_relay())
+        from gateway.background import relay_loops
+
+        asyncio.run(_host(relay_loops))
     elif args.command == "worker":
-        asyncio.run(_worker(args.name))
+        from gateway.background import worker_loops
+
+        asyncio.run(_host(lambda container: worker_loops(container, args.name)))
     elif args.command == "dlq":
         return _dlq(args)
     elif args.command == "lag":

@@ -1,9 +1,17 @@
-"""Delivery state of events that workers deliver to platforms (for the timeline and ops)."""
+"""Delivery state of events that workers deliver or fail to apply (for the timeline and ops).
+
+A row per (worker, event): ``delivered``, ``retrying`` (retried in place, in
+``.retry`` rounds, or left open in the store for the sweeper) or ``dead`` (in
+the dead-letter topic until replayed), with every attempt counted and the
+real cause of the last failure.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
+from aiokafka import ConsumerRecord
 from cloudevents.core.base import BaseCloudEvent
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,48 +24,54 @@ class DeliveryStatus(StrEnum):
     DEAD = "dead"  # in the dead-letter topic until replayed
 
 
+@dataclass(frozen=True)
+class DeliveryRef:
+    """Which event a delivery row is about."""
+
+    event_id: str
+    application_id: str
+    event_type: str
+
+    @classmethod
+    def of_event(cls, event: BaseCloudEvent) -> DeliveryRef:
+        return cls(
+            event_id=event.get_id(),
+            application_id=str(event.get_extension("partitionkey") or ""),
+            event_type=event.get_type(),
+        )
+
+    @classmethod
+    def of_record(cls, record: ConsumerRecord[bytes, bytes]) -> DeliveryRef:
+        """A message that is not a readable CloudEvent: named by its ``ce_id`` or its offset."""
+        headers = {name: value.decode("utf-8", "replace") for name, value in record.headers}
+        return cls(
+            event_id=headers.get("ce_id") or f"{record.topic}/{record.partition}/{record.offset}",
+            application_id=record.key.decode("utf-8", "replace") if record.key else "",
+            event_type=headers.get("ce_type") or "undecodable",
+        )
+
+
 async def record_delivery(
     session: AsyncSession,
     worker: str,
-    event: BaseCloudEvent,
+    event: BaseCloudEvent | DeliveryRef,
     status: DeliveryStatus,
     attempts: int,
-    error: str | None,
+    error: str | None = None,
 ) -> None:
-    await record_delivery_of(
-        session,
-        worker,
-        event.get_id(),
-        str(event.get_extension("partitionkey") or ""),
-        event.get_type(),
-        status,
-        attempts,
-        error,
-    )
-
-
-async def record_delivery_of(
-    session: AsyncSession,
-    worker: str,
-    event_id: str,
-    application_id: str,
-    event_type: str,
-    status: DeliveryStatus,
-    attempts: int | None,
-    error: str | None,
-) -> None:
-    """``record_delivery`` by the event's id; ``attempts`` None: one more than recorded."""
-    row = await session.get(Delivery, (worker, event_id))
+    """Record where ``event`` stands with ``worker``; add ``attempts``, the tries since the
+    last record, to those it holds (so every try is counted, across rounds and restarts)."""
+    ref = event if isinstance(event, DeliveryRef) else DeliveryRef.of_event(event)
+    row = await session.get(Delivery, (worker, ref.event_id[:64]))
     if row is None:
         row = Delivery(
             worker=worker,
-            event_id=event_id,
-            application_id=application_id,
-            event_type=event_type,
-            attempts=0,
+            event_id=ref.event_id[:64],
+            application_id=ref.application_id[:64],
+            event_type=ref.event_type[:200],
         )
         session.add(row)
     row.status = status.value
-    row.attempts = attempts if attempts is not None else (row.attempts or 0) + 1
+    row.attempts = (row.attempts or 0) + attempts
     row.last_error = error[:1000] if error else None
     row.updated_at = utcnow()

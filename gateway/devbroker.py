@@ -75,10 +75,23 @@ class DevBroker:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # a frozen broker cannot handle SIGTERM
         process.terminate()
         try:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def freeze(self) -> None:
+        """SIGSTOP the broker: connections stay open and nothing answers, as when a broker hangs."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would (its data, in memory, is gone)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait(timeout=5)
 

@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from sqlalchemy import func, select, update
 
-from gateway.bus import kafka_errors
+from gateway.bus import kafka_consumer, kafka_errors, kafka_producer
 from gateway.deliveries import DeliveryStatus
 from gateway.settings import DeadLetterSettings, KafkaSettings, Settings
 from gateway.store.db import Sessions, transaction
@@ -249,9 +249,7 @@ async def read_dead_letters(
     right on every Kafka-compatible broker) rather than waiting for silence.
     """
     dead_topics = [t for t in all_topics() if t.endswith(".dlq")]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, enable_auto_commit=False, group_id=None
-    )
+    consumer = kafka_consumer(settings, group_id=None)
     letters: list[DeadLetter] = []
     with kafka_errors():
         await consumer.start()
@@ -449,7 +447,7 @@ class DeadLetters:
             for item, letter in plan:
                 at = utcnow()
                 if letter is not None and producer is None:
-                    producer = AIOKafkaProducer(bootstrap_servers=self._kafka.bootstrap, acks="all")
+                    producer = kafka_producer(self._kafka)
                     started = await _start(producer)
                 if letter is not None and started is not True:
                     item = replace(item, outcome=ReplayOutcome.FAILED, detail=str(started))

@@ -5,14 +5,15 @@ lanes it holds a lease on, so several relays against one store never publish a
 row twice in normal operation, and all rows of one key keep their order (one
 lane, one owner, ascending ``seq``). A row is marked sent only after the broker
 acknowledged it; while the broker is unreachable the relay backs off and tries
-again, losing and reordering nothing.
+again, losing and reordering nothing. ``run`` is a loop body for
+``gateway.supervise``: whatever else it raises, the supervisor restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import random
 import time
 import uuid
 
@@ -22,9 +23,10 @@ from sqlalchemy.exc import IntegrityError
 from gateway.bus import KafkaBus, outbox_to_message
 from gateway.metrics import RELAY_PUBLISHED
 from gateway.settings import RelaySettings
-from gateway.store.db import Sessions, transaction
+from gateway.store.db import Sessions, store_errors, transaction
 from gateway.store.models import OutboxLane, OutboxRow, utcnow
-from schemas.errors import BrokerUnavailable
+from gateway.supervise import Beat, wait_or_stop
+from schemas.errors import BrokerUnavailable, StoreUnavailable, TransientError
 from schemas.events import all_topics
 
 log = logging.getLogger(__name__)
@@ -103,32 +105,50 @@ class Relay:
             raise BrokerUnavailable(f"broker acknowledged {len(sent)} of {len(rows)} events")
         return len(sent)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Publish until ``stop`` is set; back off while the broker is unreachable."""
+    async def run(self, stop: asyncio.Event, beat: Beat = lambda: None) -> None:
+        """Publish until ``stop`` is set (a loop body for ``supervise``).
+
+        While the broker or the store is away it backs off and tries again,
+        logging the outage when it starts and when it ends, not per try.
+        """
         backoff = 0.1
+        outage: str | None = None
         log.info("relay started", extra={"owner": self.owner})
         try:
             while not stop.is_set():
+                beat()
                 try:
-                    await self._bus.ensure_topics(all_topics())
-                    sent = await self.publish_once()
-                    backoff = 0.1
-                except BrokerUnavailable as exc:
-                    log.warning(
-                        "broker unavailable, backing off",
-                        extra={"error": exc.detail, "backoff_s": backoff},
-                    )
-                    await self._bus.reset()
-                    await _wait(stop, backoff)
+                    with store_errors():
+                        await self._bus.ensure_topics(all_topics())
+                        sent = await self.publish_once()
+                except TransientError as exc:
+                    if outage is None:
+                        outage = exc.code
+                        log.warning(
+                            "relay backing off", extra={"error": exc.detail, "cause": exc.code}
+                        )
+                    if isinstance(exc, BrokerUnavailable):
+                        await self._bus.reset()
+                    await wait_or_stop(stop, backoff * (1 + random.random() / 2))
                     backoff = min(backoff * 2, self._settings.backoff_max_s)
                     continue
+                if outage is not None:
+                    log.info("relay publishing again", extra={"after": outage})
+                    outage, backoff = None, 0.1
                 if sent < self._settings.batch_size:
-                    await _wait(stop, self._settings.poll_interval_s)
+                    await wait_or_stop(stop, self._settings.poll_interval_s)
         finally:
-            await self.release()
+            await self._release_quietly()
             log.info("relay stopped", extra={"owner": self.owner})
 
+    async def _release_quietly(self) -> None:
+        """Give the leases back if the store answers soon; otherwise they expire by themselves."""
+        try:
+            with store_errors():
+                async with asyncio.timeout(_RELEASE_TIMEOUT_S):
+                    await self.release()
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("relay leases left to expire", extra={"error": str(exc)})
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+
+_RELEASE_TIMEOUT_S = 2.0

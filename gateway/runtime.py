@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from gateway.api.slowclients import header_timeout_protocol
 from gateway.settings import LimitsSettings
 
+_GRACEFUL_SHUTDOWN_S = 3  # requests in flight at SIGTERM get this long to finish
+
 
 class QuietSignalsServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to its host (we stop it ourselves)."""
@@ -35,6 +37,7 @@ def api_server(
         # Slow clients are cut: headers (gateway.api.slowclients), idle keep-alive.
         http=header_timeout_protocol(limits.header_read_timeout_s),
         timeout_keep_alive=limits.keep_alive_s,
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
     )
     return QuietSignalsServer(config)
 

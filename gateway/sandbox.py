@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -15,15 +16,11 @@ from adapters.project import simulator as project_simulator
 from adapters.simulation import ServedApp
 from adapters.ywtb import simulator as ywtb_simulator
 from gateway.api.app import create_app
+from gateway.background import relay_loops, run_supervised, worker_loops
 from gateway.bootstrap import bootstrap
-from gateway.deadlines import deadline_job
 from gateway.devbroker import DevBroker
-from gateway.relay import Relay
 from gateway.runtime import api_server, stop_on_signals
 from gateway.settings import Settings, load_settings
-from gateway.supervise import supervise
-from gateway.sweeper import sweeper
-from gateway.worker import Worker
 from gateway.workers import WORKERS
 from schemas.seed import Seed, load_seed
 
@@ -117,48 +114,36 @@ def start_simulators(settings: Settings, seed: Seed, api_url: str) -> dict[str, 
 
 
 async def _serve(settings: Settings, port: int, simulators: dict[str, ServedApp]) -> None:
+    """Serve until a signal; a failing loop is restarted by its supervisor, never fatal.
+
+    Only the API server ending by itself (it cannot bind its port) ends the sandbox early.
+    """
     stop = asyncio.Event()
     stop_on_signals(stop)
     container = await bootstrap(settings)
     server = api_server(create_app(container=container), "127.0.0.1", port, settings.limits)
-    relay = Relay(container.sessions, container.bus, settings.relay)
-    tasks = [
-        asyncio.create_task(server.serve(), name="api"),
-        asyncio.create_task(relay.run(stop), name="relay"),
-        *(
-            asyncio.create_task(
-                Worker(build(container), container.sessions, settings).run(stop), name=name
-            )
-            for name, build in WORKERS.items()
-        ),
-        asyncio.create_task(
-            supervise("deadlines", deadline_job(container), stop, container.loops),
-            name="deadlines",
-        ),
-        asyncio.create_task(
-            supervise("sweeper", sweeper(container), stop, container.loops), name="sweeper"
-        ),
-    ]
-    while not server.started and not tasks[0].done():
+    api = asyncio.create_task(server.serve(), name="api")
+    bodies = relay_loops(container)
+    for name in WORKERS:
+        bodies |= worker_loops(container, name)
+    loops = asyncio.create_task(
+        run_supervised(bodies, stop, container.loops, settings.loops.shutdown_s), name="loops"
+    )
+    while not server.started and not api.done():
         await asyncio.sleep(0.05)
     if server.started:
         _banner(settings, port, simulators)
-    await _first_of(stop, tasks)
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopping, api], return_when=asyncio.FIRST_COMPLETED)
+    if not stop.is_set():
+        log.error("the API server ended; stopping the sandbox")
     _say("shutting down ...")
     stop.set()
     server.should_exit = True
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    for task, result in zip(tasks, results, strict=True):
-        if isinstance(result, BaseException):
-            log.error("sandbox task failed", extra={"task": task.get_name(), "error": repr(result)})
+    await loops
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(api, settings.loops.shutdown_s)
     await container.aclose()
-
-
-async def _first_of(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
-    """Return when a signal arrives or any task ends (a task ending early is a failure)."""
-    waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
 
 
 def _banner(settings: Settings, port: int, simulators: dict[str, ServedApp]) -> None:

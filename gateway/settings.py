@@ -76,7 +76,12 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(3, description="partitions of each topic created on start")
     replication_factor: int = Field(1, description="replication factor of created topics")
     client_id: str = Field("ywtb-connector", description="Kafka client id")
-    request_timeout_s: float = Field(10.0, description="producer request timeout")
+    request_timeout_s: float = Field(
+        10.0, description="request timeout; also bounds starting a client and committing offsets"
+    )
+    close_timeout_s: float = Field(
+        2.0, description="longest wait for a Kafka client to stop (a down broker is not waited for)"
+    )
     idempotent_producer: bool = Field(
         False,
         description=(
@@ -101,7 +106,32 @@ class WorkerSettings(BaseModel):
     in_place_backoff_max_s: float = Field(5.0, description="longest pause between in-place tries")
     retry_delays_s: list[float] = Field(
         default_factory=lambda: [5.0, 30.0, 120.0],
-        description="delays of the rounds through <topic>.retry; after the last, <topic>.dlq",
+        description=(
+            "delays of the rounds through <topic>.retry; after the last, the delivery is left "
+            "'retrying' in the store for the sweeper (only permanent failures go to <topic>.dlq)"
+        ),
+    )
+    broker_check_s: float = Field(
+        3.0, description="how often an idle worker checks that the broker and its topics exist"
+    )
+    reconnect_backoff_max_s: float = Field(
+        5.0, description="longest pause between reconnections to an unreachable broker"
+    )
+    record_every_s: float = Field(
+        5.0, description="how often a delivery waiting out an outage records its attempts"
+    )
+
+
+class LoopSettings(BaseModel):
+    stall_after_s: float = Field(
+        60.0, description="a background loop without progress for this long makes /readyz 503"
+    )
+    shutdown_s: float = Field(
+        4.0,
+        description=(
+            "on SIGTERM, how long loops may finish the work in hand before they are cancelled "
+            "(uncommitted work is redelivered)"
+        ),
     )
 
 
@@ -463,6 +493,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    loops: LoopSettings = Field(default_factory=LoopSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)

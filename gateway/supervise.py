@@ -101,19 +101,30 @@ async def supervise(
         try:
             await body(stop, state.beat)
             backoff = backoff_initial_s
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a supervisor outlives any failure of its loop
-            state.last_error = f"{type(exc).__name__}: {exc}"[:1000]
-            state.last_error_at = time.time()
-            state.restarts += 1
-            log.exception("loop failed, restarting", extra={"loop": name, "backoff_s": backoff})
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            _failed(name, state, exc, backoff)  # a library's own cancellation leaked out
+        except Exception as exc:  # noqa: BLE001 - a supervisor outlives any failure of its loop
+            _failed(name, state, exc, backoff)
         finally:
             state.running = False
         if stop.is_set():
             break
         await wait_or_stop(stop, backoff * (1 + random.random() / 2))
         backoff = min(backoff * 2, backoff_max_s)
+
+
+def _failed(name: str, state: LoopState, exc: BaseException, backoff: float) -> None:
+    state.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+    state.last_error_at = time.time()
+    state.restarts += 1
+    log.error(
+        "loop failed, restarting",
+        exc_info=exc,
+        extra={"loop": name, "backoff_s": backoff},
+    )
 
 
 async def periodic(

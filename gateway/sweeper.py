@@ -265,20 +265,20 @@ class Sweeper:
             await self._finish(item)
             return 0
         event = outbox_event(row)
-        tried = await self._delivery_attempts(item) if worker.spec.tracks_delivery else 0
         try:
-            applied = await worker.apply(event, attempts=tried + 1)
+            # One more try of work that failed before: its delivery row says how it ended.
+            applied = await worker.apply(event, attempts=1, after_failure=True)
         except TransientError as exc:
-            await self._failed(item, event, worker, (attempts + 1, tried + 1), exc, dead=False)
+            await self._failed(item, event, worker, attempts + 1, exc, dead=False)
             return 0
         except PermanentError as exc:
             try:
-                await self._dead_letter(row, worker_name, exc, tried + 1)
+                await self._dead_letter(row, worker_name, exc, attempts + 1)
             except BrokerUnavailable:
                 dead = False  # no letter without the broker: try again later
             else:
                 dead = True
-            await self._failed(item, event, worker, (attempts + 1, tried + 1), exc, dead=dead)
+            await self._failed(item, event, worker, attempts + 1, exc, dead=dead)
             return 0
         await self._finish(item)
         if not applied:
@@ -308,12 +308,6 @@ class Sweeper:
         if not acked:
             raise BrokerUnavailable(f"dead letter of {row.event_id} not acknowledged")
 
-    async def _delivery_attempts(self, item: Item) -> int:
-        """How often the delivery was tried so far (by the worker and by sweeps)."""
-        async with self._sessions() as session:
-            delivery = await session.get(Delivery, item)
-        return delivery.attempts if delivery is not None else 0
-
     async def _finish(self, item: Item) -> None:
         async with transaction(self._sessions) as session:
             await session.execute(
@@ -329,16 +323,15 @@ class Sweeper:
         item: Item,
         event: BaseCloudEvent,
         worker: Worker,
-        counts: tuple[int, int],
+        attempts: int,
         exc: Exception,
         *,
         dead: bool,
     ) -> None:
         """Back off (or give up on a permanent rejection), release the lease, record why.
 
-        ``counts``: the sweeps of this item so far, and the delivery's attempts in all.
+        ``attempts``: the sweeps of this item so far (its delivery row counts one more try).
         """
-        attempts, delivery_attempts = counts
         error = f"{type(exc).__name__}: {exc}"[:1000]
         delay = min(
             self._settings.backoff_initial_s * 2 ** (attempts - 1), self._settings.backoff_max_s
@@ -359,9 +352,7 @@ class Sweeper:
             )
             if worker.spec.tracks_delivery:
                 status = DeliveryStatus.DEAD if dead else DeliveryStatus.RETRYING
-                await record_delivery(
-                    session, worker.spec.name, event, status, delivery_attempts, error
-                )
+                await record_delivery(session, worker.spec.name, event, status, 1, error)
         (log.error if dead else log.warning)(
             "open work failed" + (" for good" if dead else ", backing off"),
             extra={"worker": item[0], "event_id": item[1], "error": error, "attempts": attempts},

@@ -78,13 +78,8 @@ def _plain(value: object) -> object:
     return value
 
 
-def worker_process(name: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    """``ywtb worker NAME`` as its own process, as ops would run it."""
-    return ywtb_process(settings, log, "worker", name)
-
-
-def ywtb_process(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    """``ywtb ARGS...`` as its own process, ``settings`` as its environment, output to ``log``."""
+def ywtb_process(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """``ywtb ARGS...`` as its own process with ``settings``, as ops would run it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("YWTB_")}
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -93,3 +88,8 @@ def ywtb_process(settings: Settings, log: Path, *args: str) -> subprocess.Popen[
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def worker_process(name: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """``ywtb worker NAME`` as its own process, as ops would run it."""
+    return ywtb_process(["worker", name], settings, log)

@@ -70,8 +70,8 @@ def served(settings: Settings, platforms: dict[str, Platform], tmp_path: Path) -
     log = tmp_path / "processes.log"
     settings.relay.poll_interval_s = RelaySettings().poll_interval_s  # as deployed
     processes = [
-        ywtb_process(settings, log, "serve", "--port", str(port)),
-        ywtb_process(settings, log, "relay"),
+        ywtb_process(["serve", "--port", str(port)], settings, log),
+        ywtb_process(["relay"], settings, log),
     ]
     try:
         yield Stack(f"http://127.0.0.1:{port}", log, *processes)
