@@ -29,7 +29,6 @@ from schemas.applications import ApplicationRequest
 from schemas.cases import (
     CaseStatusUpdate,
     InboundCase,
-    Stage,
     StageChangeResource,
     StageReport,
     check_stage_report,
@@ -37,6 +36,7 @@ from schemas.cases import (
 )
 from schemas.errors import Conflict, InvalidInput, NotFound, PushOutOfOrder, StageOutOfOrder
 from schemas.events import APPLICATION_EVENTS, CASE_EVENTS, ApplicationEvent, CaseEvent, Event
+from schemas.stages import Stage
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ from gateway.store.db import Sessions, transaction
 from gateway.store.models import Application, Case, DeadlineAlert, StageChange, utcnow
 from gateway.supervise import Beat, LoopBody, periodic
 from schemas.applications import ApplicationStatus, Procedure
-from schemas.cases import Stage
 from schemas.deadlines import Calendar, Clock, Deadline, StageMark, deadline, thresholds_crossed
 from schemas.events import APPLICATION_EVENTS, ApplicationEvent, Event
+from schemas.stages import Stage
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Container

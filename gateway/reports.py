@@ -37,7 +37,6 @@ from sqlalchemy import select
 from gateway.deadlines import DeadlineService
 from gateway.store.db import Sessions
 from gateway.store.models import Application, ApplicationEvidence, Permit, StageChange, utcnow
-from schemas.cases import Stage
 from schemas.deadlines import (
     CHINA_STANDARD_TIME,
     CustomerClass,
@@ -46,6 +45,7 @@ from schemas.deadlines import (
     rule_for,
 )
 from schemas.errors import InvalidInput
+from schemas.stages import Stage
 
 T = TypeVar("T")
 MAX_PERIOD_DAYS = 3 * 366

@@ -9,26 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.applications import Procedure
 from schemas.errors import InvalidInput, StageOutOfOrder
+from schemas.stages import Stage
 from schemas.text import IsoDateTime, optional_text, text
-
-
-class Stage(StrEnum):
-    """Stages the marketing system reports and 一网通办 shows the customer."""
-
-    ACCEPTED = "accepted"  # 申请受理
-    SURVEY_AND_PLAN = "survey_and_plan"  # 现场勘查及供电方案答复
-    EXTERNAL_WORKS = "external_works"  # 外部工程实施
-    METERING_AND_CONNECTION = "metering_and_connection"  # 装表接电
-    COMPLETED = "completed"  # 办结
-    SUPPLEMENT_REQUESTED = "supplement_requested"  # 补正
-    REFUSED = "refused"  # 不予受理
 
 
 class CaseStatusUpdate(BaseModel):

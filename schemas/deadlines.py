@@ -55,7 +55,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.cases import Stage
+from schemas.stages import Stage
 
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
 CALENDAR_DIR = Path(__file__).with_name("calendars")

@@ -25,8 +25,9 @@ from pydantic import ValidationError
 
 from adapters import envelope
 from schemas.applications import BusinessType, VoltageLevel
-from schemas.cases import CaseStatusUpdate, InboundCase, Stage
+from schemas.cases import CaseStatusUpdate, InboundCase
 from schemas.credentials import CredentialType
+from schemas.stages import Stage
 
 STATUS_PATH = "/api/v1/case-status"
 
