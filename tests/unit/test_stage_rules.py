@@ -76,7 +76,7 @@ def test_a_high_voltage_stage_is_not_skipped_forward() -> None:
     [
         (S.EXTERNAL_WORKS, {}, "stage"),
         (S.SUPPLEMENT_REQUESTED, {}, "reason"),
-        (S.REFUSED, {"reason": ""}, "reason"),
+        (S.REFUSED, {"reason": "   "}, "reason"),  # blank (an empty one fails the model)
         (S.METERING_AND_CONNECTION, {"occurred_at": NOW + timedelta(minutes=10)}, "occurred_at"),
         (S.METERING_AND_CONNECTION, {"occurred_at": RECEIVED - timedelta(hours=1)}, "occurred_at"),
     ],
