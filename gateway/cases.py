@@ -59,7 +59,8 @@ def application_request(case: InboundCase) -> ApplicationRequest:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
-        raise InvalidInput(field, first["msg"].removeprefix("Value error, ")) from exc
+        error = first.get("ctx", {}).get("error")
+        raise InvalidInput(field, str(error) if error is not None else first["msg"]) from exc
 
 
 class CaseService:

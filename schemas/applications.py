@@ -6,7 +6,6 @@ which evidence is required and which procedure set applies.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from schemas.credentials import CredentialParts, CredentialType, normalise_credential
 from schemas.deadlines import Deadline, DeadlineState
 from schemas.errors import InvalidInput
+from schemas.evidence import PROJECT_CODE as PROJECT_CODE  # re-exported for the API
 
 #: 上海市 district codes (区划代码) and names.
 SHANGHAI_DISTRICTS: dict[str, str] = {
@@ -51,9 +51,6 @@ CAPACITY_KVA: dict[str, tuple[float, float]] = {
     "220kV": (100_000, 500_000),
 }
 HIGH_VOLTAGE_FOR_PROJECT = ("35kV", "110kV", "220kV")
-
-#: 投资项目统一代码 YYYY-DDDDDD-II-TT-NNNNNN; TT 01 审批, 02 核准, 03 备案.
-PROJECT_CODE = re.compile(r"^(19|20)\d{2}-\d{6}-\d{2}-0[123]-\d{6}$")
 
 
 class Procedure(StrEnum):

@@ -17,7 +17,7 @@ from adapters.marketing.mapping import (
 from adapters.resilience import CircuitBreaker, retry_transient
 from adapters.soap import service_proxy, zeep_errors
 from schemas.cases import MarketingNotice
-from schemas.errors import InvalidInput
+from schemas.errors import FieldError, InvalidInput
 
 
 class MarketingClient:
@@ -64,9 +64,8 @@ class MarketingClient:
         """
         try:
             request = notice_request(notice)
-        except ValueError as exc:
-            field, _, reason = str(exc).partition(": ")
-            raise InvalidInput(field, reason, platform=PLATFORM) from exc
+        except FieldError as exc:
+            raise InvalidInput(exc.field, exc.reason, platform=PLATFORM) from exc
         async for attempt in retry_transient(self._attempts):
             with attempt, self.breaker.guard(), zeep_errors(PLATFORM, SOAP_PLATFORM.classify_fault):
                 reply = await self._service.ReceiveNotice(**request)

@@ -23,8 +23,8 @@ class PermitClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
         *,
+        http: httpx.AsyncClient,
         base_url: str,
         app_id: str,
         app_secret: str,

@@ -12,7 +12,7 @@ from adapters.project.errors import ENVELOPE, PLATFORM
 from adapters.resilience import CircuitBreaker, httpx_errors, retry_transient
 from adapters.signing import Signer
 from schemas.errors import InvalidInput
-from schemas.evidence import ProjectApproval
+from schemas.evidence import PROJECT_CODE, ProjectApproval
 
 
 class ProjectClient:
@@ -25,10 +25,10 @@ class ProjectClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
         *,
+        http: httpx.AsyncClient,
         base_url: str,
-        app_key: str,
+        app_id: str,
         app_secret: str,
         algorithm: str = "hmac-sha256",
         timeout_s: float = 5.0,
@@ -37,7 +37,7 @@ class ProjectClient:
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
-        self._signer = Signer(app_key, app_secret, algorithm)
+        self._signer = Signer(app_id, app_secret, algorithm)
         self._timeout = httpx.Timeout(timeout_s)
         self._attempts = attempts
         self.breaker = breaker or CircuitBreaker(PLATFORM)
@@ -49,7 +49,7 @@ class ProjectClient:
         or, after the last attempt (at once while the breaker is open),
         ``PlatformUnavailable``.
         """
-        if not mapping.PROJECT_CODE.fullmatch(project_code):
+        if not PROJECT_CODE.fullmatch(project_code):
             raise InvalidInput("project_code", "expected YYYY-DDDDDD-II-TT-NNNNNN")
         url = f"{self._base_url}/api/v1/projects/{quote(project_code, safe='')}"
         async for attempt in retry_transient(self._attempts):

@@ -10,7 +10,7 @@ from adapters.signing import Signer
 from adapters.ywtb import mapping
 from adapters.ywtb.errors import ENVELOPE, PLATFORM
 from schemas.cases import CaseStatusUpdate
-from schemas.errors import InvalidInput
+from schemas.errors import FieldError, InvalidInput
 
 
 class CaseStatusClient:
@@ -25,8 +25,8 @@ class CaseStatusClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
         *,
+        http: httpx.AsyncClient,
         base_url: str,
         app_id: str,
         app_secret: str,
@@ -52,9 +52,8 @@ class CaseStatusClient:
         """
         try:
             content = encode(mapping.status_body(update))
-        except ValueError as exc:
-            field, _, reason = str(exc).partition(": ")
-            raise InvalidInput(field, reason, platform=PLATFORM) from exc
+        except FieldError as exc:
+            raise InvalidInput(exc.field, exc.reason, platform=PLATFORM) from exc
         async for attempt in retry_transient(self._attempts):
             with attempt, self.breaker.guard(), httpx_errors(PLATFORM):
                 response = await send_signed(

@@ -132,7 +132,7 @@ def client_for(
     attempts: int = ATTEMPTS,
 ) -> PermitClient:
     return PermitClient(
-        http,
+        http=http,
         base_url=served.url,
         app_id=APP_ID,
         app_secret=secret,

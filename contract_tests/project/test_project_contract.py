@@ -140,7 +140,7 @@ def control() -> SimulatorControl:
 
 @pytest.fixture(scope="module")
 def served(control: SimulatorControl) -> Iterator[ServedApp]:
-    app = create_app(SEED, app_key=APP_KEY, app_secret=APP_SECRET, control=control)
+    app = create_app(SEED, app_id=APP_KEY, app_secret=APP_SECRET, control=control)
     with ServedApp(app) as served:
         yield served
 
@@ -162,9 +162,9 @@ def client_for(
     breaker: CircuitBreaker | None = None,
 ) -> ProjectClient:
     return ProjectClient(
-        http,
+        http=http,
         base_url=served.url,
-        app_key=APP_KEY,
+        app_id=APP_KEY,
         app_secret=secret,
         algorithm=algorithm,
         timeout_s=timeout_s,
@@ -202,7 +202,7 @@ async def test_the_request_carries_a_signature_that_verifies_with_the_shared_sec
 ) -> None:
     control = SimulatorControl()
     app = create_app(
-        SEED, app_key=APP_KEY, app_secret=APP_SECRET, algorithm=algorithm, control=control
+        SEED, app_id=APP_KEY, app_secret=APP_SECRET, algorithm=algorithm, control=control
     )
     with ServedApp(app) as served:
         project = await client_for(served, http, algorithm=algorithm).fetch_project(
@@ -368,7 +368,7 @@ async def test_each_client_has_a_breaker_of_its_own(
 async def test_latency_beyond_the_timeout_is_unavailable(http: httpx.AsyncClient) -> None:
     # A simulator of its own: the slow answers outlive the test and must not be counted elsewhere.
     control = SimulatorControl(faults=Faults(latency_s=1.0))
-    app = create_app(SEED, app_key=APP_KEY, app_secret=APP_SECRET, control=control)
+    app = create_app(SEED, app_id=APP_KEY, app_secret=APP_SECRET, control=control)
     with ServedApp(app) as served:
         with pytest.raises(PlatformUnavailable) as caught:
             await client_for(served, http, timeout_s=0.2).fetch_project("2020-310115-44-01-000001")

@@ -84,7 +84,7 @@ def status_client(
     algorithm: str = "hmac-sha256",
 ) -> CaseStatusClient:
     return CaseStatusClient(
-        http,
+        http=http,
         base_url=simulator.url,
         app_id=APP_ID,
         app_secret=secret,

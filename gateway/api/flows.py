@@ -16,7 +16,7 @@ from gateway.api.problems import problem_responses
 from gateway.store.models import Application, Delivery, TimelineEntry
 from schemas.applications import DeliveryRecord, TimelineItem
 from schemas.cases import StageChangeResource, StageReport
-from schemas.errors import InvalidInput, NotFound
+from schemas.errors import FieldError, InvalidInput, NotFound
 from schemas.permits import PermitResource, PermitWorks
 
 router = APIRouter(tags=["flows"])
@@ -112,12 +112,13 @@ def _json(body: bytes) -> dict[str, Any]:
 
 
 def _parsed(parse: Callable[[dict[str, Any]], T], data: dict[str, Any]) -> T:
-    """The platform's body as a canonical model; its ValueError names the field."""
+    """The platform's body as a canonical model; its ``FieldError`` names the field."""
     try:
         return parse(data)
+    except FieldError as exc:
+        raise InvalidInput(exc.field, exc.reason) from exc
     except ValueError as exc:
-        field, _, reason = str(exc).partition(": ")
-        raise InvalidInput(field if reason else "body", reason or str(exc)) from exc
+        raise InvalidInput("body", str(exc)) from exc
 
 
 @router.post(
