@@ -1,7 +1,8 @@
-"""一证办电 applications: the request (public contract), the rules, and the resource.
+"""一证办电 applications: the request (public contract), its tables, and the resource.
 
-The rule tables below decide, per case, which capacity a voltage level admits,
-which evidence is required and which procedure set applies.
+``CAPACITY_KVA`` (which capacity a voltage level admits) is checked when a
+request is read; the other rules (evidence, procedures, limits, cross-checks)
+are plain functions in ``schemas/dossier.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from schemas.credentials import CredentialParts, CredentialType, normalise_credential
 from schemas.deadlines import Deadline, DeadlineState
-from schemas.errors import InvalidInput
 from schemas.evidence import PROJECT_CODE as PROJECT_CODE  # re-exported for the API
 
 #: 上海市 district codes (区划代码) and names.
@@ -146,49 +146,6 @@ class ApplicationRequest(BaseModel):
         if value is not None and not PROJECT_CODE.fullmatch(value):
             raise ValueError("expected YYYY-DDDDDD-II-TT-NNNNNN with TT 01, 02 or 03")
         return value
-
-
-def check_case_rules(request: ApplicationRequest) -> None:
-    """Rules across fields; ``InvalidInput`` names the field to correct."""
-    if (
-        request.applicant.credential_type is CredentialType.RESIDENT_ID
-        and request.request.voltage_level != "0.4kV"
-    ):
-        raise InvalidInput("request.voltage_level", "a resident connects at 0.4kV")
-    if request.request.voltage_level in HIGH_VOLTAGE_FOR_PROJECT and not request.project_code:
-        raise InvalidInput(
-            "project_code", f"required at {request.request.voltage_level} (35kV and above)"
-        )
-
-
-def required_evidence(request: ApplicationRequest) -> list[EvidenceKind]:
-    """Evidence rule table: a licence for every firm; a project approval where a code is given."""
-    kinds = []
-    if request.applicant.credential_type is CredentialType.USCC:
-        kinds.append(EvidenceKind.LICENCE)
-    if request.project_code:
-        kinds.append(EvidenceKind.PROJECT)
-    return kinds
-
-
-def procedures(request: ApplicationRequest) -> list[Procedure]:
-    """Procedure set: 2 at low voltage; 4 at high voltage (3 without external works).
-
-    A new high-voltage connection needs external works (cable to the site);
-    a capacity increase is done on the existing connection.
-    """
-    if request.request.voltage_level == "0.4kV":
-        return [Procedure.ACCEPTANCE, Procedure.METERING_AND_CONNECTION]
-    steps = [Procedure.ACCEPTANCE, Procedure.SURVEY_AND_PLAN]
-    if request.request.business_type == "new_connection":
-        steps.append(Procedure.EXTERNAL_WORKS)
-    return [*steps, Procedure.METERING_AND_CONNECTION]
-
-
-def time_limit_days(request: ApplicationRequest) -> int:
-    """2020 time targets: low voltage ≤ 10 days, 10 kV ≤ 60, 35 kV and above ≤ 150."""
-    level = request.request.voltage_level
-    return 10 if level == "0.4kV" else 60 if level == "10kV" else 150
 
 
 class ApplicationStatus(StrEnum):
