@@ -73,7 +73,14 @@ class PlatformContract(ABC):
     def make_app(self, control: SimulatorControl, **options: Any) -> FastAPI:
         """A fresh simulator app recording into ``control``."""
 
+    client_type: ClassVar[type[Any]]
+    """The adapter's client: keyword-only ``http``, ``base_url``, ``timeout_s``,
+    ``attempts``, ``breaker`` and its credentials."""
+
     @abstractmethod
+    def credentials(self, *, good: bool) -> dict[str, Any]:
+        """The client's credential arguments: the agreed ones, or wrong ones."""
+
     def make_client(
         self,
         url: str,
@@ -85,8 +92,16 @@ class PlatformContract(ABC):
         breaker: CircuitBreaker | None = None,
         **options: Any,
     ) -> Any:
-        """The adapter's client for the simulator at ``url`` (a wrong secret or password
-        unless ``good_credential``)."""
+        """The adapter's client for the simulator at ``url``."""
+        return self.client_type(
+            http=http,
+            base_url=url,
+            timeout_s=timeout_s,
+            attempts=attempts,
+            breaker=breaker,
+            **self.credentials(good=good_credential),
+            **options,
+        )
 
     @abstractmethod
     async def call(self, client: Any) -> Any:
@@ -136,7 +151,8 @@ class PlatformContract(ABC):
         self, simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
     ) -> None:
         control.faults = Faults(latency_s=1.5)
-        client = self.make_client(simulator.url, http, timeout_s=0.2, attempts=2)
+        # 0.5 s: long enough for a loaded machine to deliver the request, far below 1.5 s.
+        client = self.make_client(simulator.url, http, timeout_s=0.5, attempts=2)
 
         with pytest.raises(PlatformUnavailable, match="timed out") as caught:
             await self.call(client)
@@ -237,6 +253,14 @@ class SoapContract(PlatformContract):
     """SOAP 1.1 platforms: a WSDL of the repository, WS-Security UsernameToken."""
 
     service_path: ClassVar[str]
+    username: ClassVar[str]
+    password: ClassVar[str]
+
+    def credentials(self, *, good: bool) -> dict[str, Any]:
+        return {
+            "username": self.username,
+            "password": self.password if good else "not-the-password",
+        }
 
     async def check_after_replay(self, http: httpx.AsyncClient, simulator: ServedApp) -> None:
         """After the replay was refused."""
@@ -272,6 +296,15 @@ class SignedRestContract(PlatformContract):
 
     app_id: ClassVar[str]
     app_secret: ClassVar[str]
+
+    def credentials(self, *, good: bool) -> dict[str, Any]:
+        return {"app_id": self.app_id, "app_secret": self.app_secret if good else "not-the-secret"}
+
+    async def check_refused_credential(
+        self, error: Exception, http: httpx.AsyncClient, simulator: ServedApp
+    ) -> None:
+        assert isinstance(error, Unauthorized)
+        assert error.code == "bad_signature"
 
     @abstractmethod
     def validate_error(self, response: httpx.Response) -> None:

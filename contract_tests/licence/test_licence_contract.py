@@ -20,7 +20,6 @@ from adapters.licence.client import LicenceClient
 from adapters.licence.errors import PLATFORM
 from adapters.licence.mapping import SERVICE_PATH, WSDL_PATH
 from adapters.licence.simulator import create_app
-from adapters.resilience import CircuitBreaker
 from adapters.simulation import ServedApp, SimulatorControl
 from contract_tests.base import SoapContract
 from contract_tests.helpers import (
@@ -59,30 +58,12 @@ class TestLicenceContract(SoapContract):
     operation = "QueryLicence"
     interface_file = WSDL_PATH
     service_path = SERVICE_PATH
+    username = USERNAME
+    password = PASSWORD
+    client_type = LicenceClient
 
     def make_app(self, control: SimulatorControl, **options: Any) -> FastAPI:
         return create_app(load_seed(), username=USERNAME, password=PASSWORD, control=control)
-
-    def make_client(
-        self,
-        url: str,
-        http: httpx.AsyncClient,
-        *,
-        good_credential: bool = True,
-        timeout_s: float = 2.0,
-        attempts: int = 3,
-        breaker: CircuitBreaker | None = None,
-        **options: Any,
-    ) -> LicenceClient:
-        return LicenceClient(
-            base_url=url,
-            username=USERNAME,
-            password=PASSWORD if good_credential else "not-the-password",
-            http=http,
-            timeout_s=timeout_s,
-            attempts=attempts,
-            breaker=breaker,
-        )
 
     async def call(self, client: LicenceClient) -> BusinessLicence:
         return await client.fetch_licence(LINGANG)

@@ -19,7 +19,6 @@ from adapters.marketing.client import MarketingClient
 from adapters.marketing.errors import PLATFORM
 from adapters.marketing.mapping import SERVICE_PATH, WSDL_PATH
 from adapters.marketing.simulator import create_app
-from adapters.resilience import CircuitBreaker
 from adapters.simulation import ServedApp, SimulatorControl
 from contract_tests.base import SoapContract
 from contract_tests.helpers import (
@@ -60,31 +59,13 @@ class TestMarketingContract(SoapContract):
     operation = "ReceiveNotice"
     interface_file = WSDL_PATH
     service_path = SERVICE_PATH
+    username = USERNAME
+    password = PASSWORD
+    client_type = MarketingClient
 
     def make_app(self, control: SimulatorControl, **options: Any) -> FastAPI:
         """A fresh marketing system: nothing applied, nothing rejected."""
         return create_app(username=USERNAME, password=PASSWORD, control=control)
-
-    def make_client(
-        self,
-        url: str,
-        http: httpx.AsyncClient,
-        *,
-        good_credential: bool = True,
-        timeout_s: float = 2.0,
-        attempts: int = 3,
-        breaker: CircuitBreaker | None = None,
-        **options: Any,
-    ) -> MarketingClient:
-        return MarketingClient(
-            base_url=url,
-            username=USERNAME,
-            password=PASSWORD if good_credential else "not-the-password",
-            http=http,
-            timeout_s=timeout_s,
-            attempts=attempts,
-            breaker=breaker,
-        )
 
     async def call(self, client: MarketingClient) -> None:
         await client.notify(notice())

@@ -23,15 +23,14 @@ from adapters.permit.client import PermitClient
 from adapters.permit.errors import PLATFORM
 from adapters.permit.mapping import body_from_request, decision_from_callback
 from adapters.permit.simulator import OPENAPI_FILE, CallbackAttempt, create_app
-from adapters.resilience import CircuitBreaker
 from adapters.signing import sign_request
 from adapters.simulation import Faults, ReceivedRequest, ServedApp, SimulatorControl
-from contract_tests.base import ATTEMPTS, SignedRestContract
+from contract_tests.base import SignedRestContract
 from contract_tests.helpers import SignedReceiver
 from contract_tests.helpers import openapi as load_openapi
 from contract_tests.helpers import response_schema as answer_schema
 from contract_tests.helpers import validate_draft4 as validate
-from schemas.errors import FieldError, PlatformRejected, PlatformUnavailable, Unauthorized
+from schemas.errors import FieldError, PlatformRejected, PlatformUnavailable
 from schemas.permits import PermitDecision, PermitFiling, PermitOutcome, PermitRequest
 
 APP_ID = "ywtb-sgcc-sh"
@@ -169,31 +168,10 @@ class TestPermitContract(SignedRestContract):
     interface_file = OPENAPI_FILE
     app_id = APP_ID
     app_secret = APP_SECRET
+    client_type = PermitClient
 
     def make_app(self, control: SimulatorControl, **options: Any) -> FastAPI:
         return permit_app(control=control, **options)
-
-    def make_client(
-        self,
-        url: str,
-        http: httpx.AsyncClient,
-        *,
-        good_credential: bool = True,
-        timeout_s: float = 2.0,
-        attempts: int = ATTEMPTS,
-        breaker: CircuitBreaker | None = None,
-        **options: Any,
-    ) -> PermitClient:
-        return PermitClient(
-            http=http,
-            base_url=url,
-            app_id=APP_ID,
-            app_secret=APP_SECRET if good_credential else "not-the-secret",
-            timeout_s=timeout_s,
-            attempts=attempts,
-            breaker=breaker,
-            **options,
-        )
 
     async def call(self, client: PermitClient) -> PermitFiling:
         return await client.file_permit(REQUEST)
@@ -214,12 +192,6 @@ class TestPermitContract(SignedRestContract):
         assert "张江路".encode() in received.body, "Chinese travels as UTF-8, not \\u escapes"
         validate({**body, "QQLSH": request_id}, schema("PermitApplication"))
         assert started_at <= result.filed_at <= datetime.now().astimezone()
-
-    async def check_refused_credential(
-        self, error: Exception, http: httpx.AsyncClient, simulator: ServedApp
-    ) -> None:
-        assert isinstance(error, Unauthorized)
-        assert error.code == "bad_signature"
 
     def validate_error(self, response: httpx.Response) -> None:
         validate(response.json(), response_schema(str(response.status_code)))

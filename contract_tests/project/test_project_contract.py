@@ -15,14 +15,13 @@ from stdnum.cn import uscc
 from adapters.project.client import ProjectClient
 from adapters.project.errors import PLATFORM
 from adapters.project.simulator import OPENAPI_FILE, create_app
-from adapters.resilience import CircuitBreaker
 from adapters.signing import sign_request
 from adapters.simulation import ReceivedRequest, ServedApp, SimulatorControl
 from contract_tests.base import SignedRestContract
 from contract_tests.helpers import openapi
 from contract_tests.helpers import response_schema as answer_schema
 from contract_tests.helpers import validate_draft4 as validate
-from schemas.errors import InvalidInput, NotFound, Unauthorized
+from schemas.errors import InvalidInput, NotFound
 from schemas.evidence import ApprovalType, ProjectApproval, ProjectStatus
 from schemas.seed import Seed
 
@@ -176,31 +175,10 @@ class TestProjectContract(SignedRestContract):
     interface_file = OPENAPI_FILE
     app_id = APP_ID
     app_secret = APP_SECRET
+    client_type = ProjectClient
 
     def make_app(self, control: SimulatorControl, **options: Any) -> FastAPI:
         return create_app(SEED, app_id=APP_ID, app_secret=APP_SECRET, control=control, **options)
-
-    def make_client(
-        self,
-        url: str,
-        http: httpx.AsyncClient,
-        *,
-        good_credential: bool = True,
-        timeout_s: float = 2.0,
-        attempts: int = 3,
-        breaker: CircuitBreaker | None = None,
-        **options: Any,
-    ) -> ProjectClient:
-        return ProjectClient(
-            http=http,
-            base_url=url,
-            app_id=APP_ID,
-            app_secret=APP_SECRET if good_credential else "not-the-secret",
-            timeout_s=timeout_s,
-            attempts=attempts,
-            breaker=breaker,
-            **options,
-        )
 
     async def call(self, client: ProjectClient) -> ProjectApproval:
         return await client.fetch_project(MAPPED)
@@ -214,12 +192,6 @@ class TestProjectContract(SignedRestContract):
     ) -> None:
         assert received.method == "GET"
         assert received.path == f"/api/v1/projects/{MAPPED}"
-
-    async def check_refused_credential(
-        self, error: Exception, http: httpx.AsyncClient, simulator: ServedApp
-    ) -> None:
-        assert isinstance(error, Unauthorized)
-        assert error.code == "bad_signature"
 
     def validate_error(self, response: httpx.Response) -> None:
         validate(response.json(), response_schema(str(response.status_code)))
