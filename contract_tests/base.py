@@ -38,10 +38,14 @@ from adapters.resilience import BreakerState, CircuitBreaker
 from adapters.signing import sign_request, verify_request
 from adapters.simulation import Faults, ReceivedRequest, ServedApp, SimulatorControl
 from contract_tests.helpers import (
+    SOAP11,
+    USER_AGENT,
     WSDL,
+    assert_digest_token,
     assert_replay_refused,
     assert_serves_repository_wsdl,
     requests_made_building,
+    wsdl_namespace,
 )
 from schemas.errors import PlatformUnavailable, Unauthorized
 
@@ -262,9 +266,35 @@ class SoapContract(PlatformContract):
             "password": self.password if good else "not-the-password",
         }
 
+    def check_operation_sent(self, request: ReceivedRequest, fields: dict[str, Any]) -> None:
+        """The operation's elements (by local name) and the headers of the one request."""
+        return None  # nothing more by default
+
     async def check_after_replay(self, http: httpx.AsyncClient, simulator: ServedApp) -> None:
         """After the replay was refused."""
         return None  # nothing more by default
+
+    async def test_a_call_is_one_signed_soap11_operation(
+        self, simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+    ) -> None:
+        self.check_result(await self.call(self.make_client(simulator.url, http)))
+
+        [request] = control.received
+        assert (request.method, request.path) == ("POST", self.service_path)
+        assert request.headers["content-type"].startswith("text/xml")
+        assert request.headers["user-agent"] == USER_AGENT  # the caller's client, untouched
+        envelope = etree.fromstring(request.body)
+        assert envelope.tag == f"{{{SOAP11}}}Envelope"
+        ns = wsdl_namespace(self.interface_file)
+        body = envelope.find(f"{{{SOAP11}}}Body")
+        assert body is not None
+        [operation] = body
+        assert operation.tag == f"{{{ns}}}{self.operation}"
+        assert all(etree.QName(child).namespace == ns for child in operation)
+        assert_digest_token(request.body, self.username, self.password)
+        self.check_operation_sent(
+            request, {etree.QName(child).localname: child.text for child in operation}
+        )
 
     async def test_served_wsdl_is_the_one_in_the_repository(
         self, simulator: ServedApp, http: httpx.AsyncClient
