@@ -9,7 +9,8 @@ the tests here then hold for every platform alike:
 - an answer slower than the timeout is ``PlatformUnavailable`` (timed out);
 - transient errors (5xx) are retried until the platform recovers, and applied once;
 - a platform that is down is ``PlatformUnavailable`` after every attempt;
-- a permanent error (bad credential) is translated and never retried;
+- a permanent error (bad credential, an unreadable answer) is translated and never
+  retried; a transient one (5xx, connection refused) is translated after the last try;
 - the breaker opens after its threshold, fails fast, and closes after a good trial;
 - every client has a breaker of its own;
 - the simulator serves its interface file (WSDL, ``openapi.yaml``) as in the
@@ -47,9 +48,13 @@ from contract_tests.helpers import (
     requests_made_building,
     wsdl_namespace,
 )
-from schemas.errors import PlatformUnavailable, Unauthorized
+from schemas.errors import PlatformRejected, PlatformUnavailable, Unauthorized
 
 ATTEMPTS = 3
+
+
+def _refuse_connection(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
 
 
 class ManualClock:
@@ -243,6 +248,37 @@ class PlatformContract(ABC):
 
         assert breaker.state is BreakerState.CLOSED
         assert control.calls[self.operation] == 1
+
+    @pytest.mark.parametrize(
+        ("answer", "error", "tries"),
+        [
+            (lambda _: httpx.Response(200, text="<html>proxy</html>"), PlatformRejected, 1),
+            (lambda _: httpx.Response(502), PlatformUnavailable, ATTEMPTS),
+            (_refuse_connection, PlatformUnavailable, ATTEMPTS),
+        ],
+        ids=["unreadable-answer", "bad-gateway", "connection-refused"],
+    )
+    async def test_failures_are_translated_into_the_error_tree(
+        self,
+        answer: Callable[[httpx.Request], httpx.Response],
+        error: type[PlatformRejected | PlatformUnavailable],
+        tries: int,
+    ) -> None:
+        """Whatever the library raised, the caller sees the project's error, with the
+        platform; a permanent one is not retried, a transient one is until the last try."""
+        requests: list[httpx.Request] = []
+
+        def respond(request: httpx.Request) -> httpx.Response:
+            requests.append(request)
+            return answer(request)
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(respond)) as http:
+            client = self.make_client(f"http://{self.platform}.invalid", http)
+            with pytest.raises(error) as caught:
+                await self.call(client)
+
+        assert caught.value.platform == self.platform
+        assert len(requests) == tries
 
     async def test_each_client_has_a_breaker_of_its_own(self, http: httpx.AsyncClient) -> None:
         url = f"http://{self.platform}.invalid"

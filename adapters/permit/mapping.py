@@ -22,6 +22,9 @@ from schemas.permits import PermitDecision, PermitFiling, PermitOutcome, PermitR
 # Envelope codes (返回码) of this platform besides ``adapters.envelope``'s.
 DUPLICATE_REQUEST = "4090"  # 请求流水号重复但申请内容不一致
 
+APPLICATIONS_PATH = "/api/v1/permit-applications"
+"""Where applications are filed (operation FilePermit)."""
+
 OK_MESSAGE = "受理成功"
 
 HTTP_STATUS: dict[str, int] = {**envelope.HTTP_STATUS, DUPLICATE_REQUEST: 409}

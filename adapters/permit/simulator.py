@@ -271,7 +271,7 @@ def create_app(
     app.state.callbacks = authority.callbacks
     app.state.filings = authority.filings
 
-    @app.post("/api/v1/permit-applications")
+    @app.post(mapping.APPLICATIONS_PATH)
     async def file_permit(request: Request) -> Response:
         control.record("FilePermit")
         signer, content = await signatures.verify(request)
