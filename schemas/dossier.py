@@ -103,6 +103,10 @@ class Provenance:
     valid_to: date | None
 
 
+Check = Callable[[R, Facts], str | None]
+"""A cross-check of a record: the clerk's message when it fails, None when it holds."""
+
+
 @dataclass(frozen=True)
 class EvidenceKindRule(Generic[R]):
     """One kind of evidence: when it is needed, about what, from where, and its checks."""
@@ -115,9 +119,10 @@ class EvidenceKindRule(Generic[R]):
     subject: Callable[[ApplicationRequest], str]
     """The uscc, project code … the record is about, from the request."""
     not_found: Callable[[Applicant], str]
-    """The clerk's message when the platform holds no record."""
+    """The clerk's message when the platform holds no record (code ``<kind>_not_found``)."""
     provenance: Callable[[R], Provenance]
-    checks: tuple[Callable[[R, Facts], Reason | None], ...]
+    checks: Mapping[str, Check[R]]
+    """The rejection code of each check, in the order reasons are given."""
 
     def parse(self, fields: Mapping[str, Any]) -> R:
         return self.model.model_validate(fields)
@@ -125,52 +130,40 @@ class EvidenceKindRule(Generic[R]):
     def review(self, record: BaseModel, facts: Facts) -> list[Reason]:
         if not isinstance(record, self.model):
             return []
-        return [reason for check in self.checks if (reason := check(record, facts)) is not None]
+        return [
+            Reason(code=code, message=message, evidence=self.kind)
+            for code, check in self.checks.items()
+            if (message := check(record, facts)) is not None
+        ]
 
 
-def licence_not_active(licence: BusinessLicence, facts: Facts) -> Reason | None:
+def licence_not_active(licence: BusinessLicence, facts: Facts) -> str | None:
     if licence.registration_status is RegistrationStatus.ACTIVE:
         return None
     word = REGISTRATION_STATUS_WORDS[licence.registration_status]
-    return Reason(
-        code="licence_not_active",
-        message=f"营业执照登记状态为“{word}”，主体不在存续状态，不能受理",
-        evidence=EvidenceKind.LICENCE,
-    )
+    return f"营业执照登记状态为“{word}”，主体不在存续状态，不能受理"
 
 
-def licence_expired(licence: BusinessLicence, facts: Facts) -> Reason | None:
+def licence_expired(licence: BusinessLicence, facts: Facts) -> str | None:
     if licence.valid_to is None or licence.valid_to >= facts.today:
         return None
-    return Reason(
-        code="licence_expired",
-        message=f"营业执照营业期限已于 {licence.valid_to.isoformat()} 届满",
-        evidence=EvidenceKind.LICENCE,
-    )
+    return f"营业执照营业期限已于 {licence.valid_to.isoformat()} 届满"
 
 
-def project_revoked(project: ProjectApproval, facts: Facts) -> Reason | None:
+def project_revoked(project: ProjectApproval, facts: Facts) -> str | None:
     if project.status is ProjectStatus.VALID:
         return None
-    return Reason(
-        code="project_revoked",
-        message=f"项目 {project.project_code} 的批文（{project.document_no}）已撤销",
-        evidence=EvidenceKind.PROJECT,
-    )
+    return f"项目 {project.project_code} 的批文（{project.document_no}）已撤销"
 
 
-def project_owner_mismatch(project: ProjectApproval, facts: Facts) -> Reason | None:
+def project_owner_mismatch(project: ProjectApproval, facts: Facts) -> str | None:
     applicant = facts.applicant.credential_no
     if project.owner_uscc == applicant:
         return None
-    return Reason(
-        code="project_owner_mismatch",
-        message=f"项目单位统一社会信用代码 {project.owner_uscc} 与申请人 {applicant} 不一致",
-        evidence=EvidenceKind.PROJECT,
-    )
+    return f"项目单位统一社会信用代码 {project.owner_uscc} 与申请人 {applicant} 不一致"
 
 
-def name_mismatch(project: ProjectApproval, facts: Facts) -> Reason | None:
+def name_mismatch(project: ProjectApproval, facts: Facts) -> str | None:
     """The owner is the applicant, but the platform knows it by another name than its licence."""
     licence = facts.record(EvidenceKind.LICENCE, BusinessLicence)
     if (
@@ -180,11 +173,7 @@ def name_mismatch(project: ProjectApproval, facts: Facts) -> Reason | None:
         or project.owner_name == licence.name
     ):
         return None
-    return Reason(
-        code="name_mismatch",
-        message=f"项目单位名称“{project.owner_name}”与营业执照名称“{licence.name}”不一致",
-        evidence=EvidenceKind.PROJECT,
-    )
+    return f"项目单位名称“{project.owner_name}”与营业执照名称“{licence.name}”不一致"
 
 
 def _project_code(request: ApplicationRequest) -> str:
@@ -208,7 +197,7 @@ LICENCE: EvidenceKindRule[BusinessLicence] = EvidenceKindRule(
         valid_from=licence.valid_from,
         valid_to=licence.valid_to,
     ),
-    checks=(licence_not_active, licence_expired),
+    checks={"licence_not_active": licence_not_active, "licence_expired": licence_expired},
 )
 
 PROJECT: EvidenceKindRule[ProjectApproval] = EvidenceKindRule(
@@ -225,7 +214,11 @@ PROJECT: EvidenceKindRule[ProjectApproval] = EvidenceKindRule(
         valid_from=project.approved_on,
         valid_to=None,
     ),
-    checks=(project_revoked, project_owner_mismatch, name_mismatch),
+    checks={
+        "project_revoked": project_revoked,
+        "project_owner_mismatch": project_owner_mismatch,
+        "name_mismatch": name_mismatch,
+    },
 )
 
 EVIDENCE_KINDS: dict[EvidenceKind, EvidenceKindRule[Any]] = {

@@ -175,6 +175,22 @@ def test_each_rejection_code_has_its_clerk_message(
     assert reviewed(**case) == [Reason(code=code, message=message, evidence=evidence)]
 
 
+def test_the_table_above_names_every_rejection_code_the_rules_have() -> None:
+    codes = {f"{kind.value}_not_found" for kind in EVIDENCE_KINDS} | {
+        code for rule in EVIDENCE_KINDS.values() for code in rule.checks
+    }
+
+    assert codes == {
+        "licence_not_found",
+        "licence_not_active",
+        "licence_expired",
+        "project_not_found",
+        "project_revoked",
+        "project_owner_mismatch",
+        "name_mismatch",
+    }
+
+
 def test_a_dossier_with_sound_evidence_has_no_reason() -> None:
     assert reviewed(LICENCE, PROJECT) == []
     assert reviewed(LICENCE) == []
