@@ -373,8 +373,8 @@ class SignedRestContract(PlatformContract):
         assert error.code == "bad_signature"
 
     @abstractmethod
-    def validate_error(self, response: httpx.Response) -> None:
-        """An error answer (401) against the interface file."""
+    def validate_answer(self, response: httpx.Response) -> None:
+        """An answer (success or error) against the interface file."""
 
     def check_interface_schemas(self) -> None:
         """The interface file's schemas are valid JSON Schema of their dialect."""
@@ -403,13 +403,24 @@ class SignedRestContract(PlatformContract):
         self,
         control: SimulatorControl,
         serve: Callable[[Any], ServedApp],
-        http: httpx.AsyncClient,
         algorithm: str,
     ) -> None:
         simulator = serve(self.make_app(control, algorithm=algorithm))
         started_at = datetime.now().astimezone().replace(microsecond=0)
+        answers: list[httpx.Response] = []
 
-        result = await self.call(self.make_client(simulator.url, http, algorithm=algorithm))
+        async def keep(response: httpx.Response) -> None:
+            await response.aread()
+            answers.append(response)
+
+        async with httpx.AsyncClient(event_hooks={"response": [keep]}) as hooked:
+            client = self.make_client(simulator.url, hooked, algorithm=algorithm)
+            result = await self.call(client)
+
+        [answer] = answers
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("application/json")
+        self.validate_answer(answer)
 
         [received] = control.received
         assert received.headers["x-app-id"] == self.app_id
@@ -443,7 +454,7 @@ class SignedRestContract(PlatformContract):
 
         assert (replay.status_code, replay.json()["code"]) == (401, "4012")
         assert control.calls[self.operation] == 2
-        self.validate_error(replay)
+        self.validate_answer(replay)
 
     async def test_a_stale_timestamp_is_refused(
         self, simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
@@ -465,4 +476,4 @@ class SignedRestContract(PlatformContract):
         )
 
         assert (stale.status_code, stale.json()["code"]) == (401, "4011")
-        self.validate_error(stale)
+        self.validate_answer(stale)

@@ -193,7 +193,7 @@ class TestPermitContract(SignedRestContract):
         validate({**body, "QQLSH": request_id}, schema("PermitApplication"))
         assert started_at <= result.filed_at <= datetime.now().astimezone()
 
-    def validate_error(self, response: httpx.Response) -> None:
+    def validate_answer(self, response: httpx.Response) -> None:
         validate(response.json(), response_schema(str(response.status_code)))
 
     def check_interface_schemas(self) -> None:

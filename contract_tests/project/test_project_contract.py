@@ -193,7 +193,7 @@ class TestProjectContract(SignedRestContract):
         assert received.method == "GET"
         assert received.path == f"/api/v1/projects/{MAPPED}"
 
-    def validate_error(self, response: httpx.Response) -> None:
+    def validate_answer(self, response: httpx.Response) -> None:
         validate(response.json(), response_schema(str(response.status_code)))
 
     def check_interface_schemas(self) -> None:

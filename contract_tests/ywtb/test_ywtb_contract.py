@@ -119,8 +119,8 @@ class TestYwtbContract(SignedRestContract):
     async def check_applied_once(self, http: httpx.AsyncClient, simulator: ServedApp) -> None:
         assert [p["XH"] for p in await pushes(http, simulator)] == [1]
 
-    def validate_error(self, response: httpx.Response) -> None:
-        validate(response.json(), "ErrorEnvelope")
+    def validate_answer(self, response: httpx.Response) -> None:
+        validate(response.json(), "SuccessEnvelope" if response.is_success else "ErrorEnvelope")
 
     def check_interface_schemas(self) -> None:
         for name in ("CaseStatus", "CaseFiled", "SuccessEnvelope", "ErrorEnvelope"):
