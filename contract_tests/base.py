@@ -14,7 +14,10 @@ the tests here then hold for every platform alike:
 - the breaker opens after its threshold, fails fast, and closes after a good trial;
 - every client has a breaker of its own;
 - the simulator serves its interface file (WSDL, ``openapi.yaml``) as in the
-  repository, and refuses replayed requests.
+  repository, and refuses replayed requests;
+- SOAP: one signed SOAP 1.1 operation per call, in the WSDL's namespace;
+- signed REST: the signature verifies (hmac-sha256 and hmac-sm3), a stale one is
+  refused, and success and error answers validate against ``openapi.yaml``.
 
 ``SoapContract`` adds what the SOAP platforms share, ``SignedRestContract`` what
 the signed JSON REST ones share. The hooks (``check_*``) are where a platform adds
