@@ -34,7 +34,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from adapters import bounded
-from adapters.resilience import raise_for_server_error
+from adapters.resilience import (
+    CircuitBreaker,
+    httpx_errors,
+    raise_for_server_error,
+    retry_transient,
+)
 from adapters.signing import (
     DEFAULT_WINDOW_S,
     MemoryNonceStore,
@@ -208,6 +213,63 @@ async def send_signed(
     target = request.url.raw_path.decode("ascii")
     request.headers.update(signer.headers(method, target, request.content))
     return await bounded.send_bounded(http, request)
+
+
+class SignedRestClient:
+    """What every client of these platforms shares: each request signed, timed out,
+    retried on transient errors and guarded by the breaker.
+
+    ``http`` is owned by the caller (connection pool, TLS settings); the client
+    only adds the base URL, signing headers and a timeout per call. ``breaker``
+    (default: one of its own) guards every attempt. A subclass names its
+    ``platform`` and its operations, each one ``call``.
+    """
+
+    platform: str
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        app_id: str,
+        app_secret: str,
+        algorithm: str = "hmac-sha256",
+        timeout_s: float = 5.0,
+        attempts: int = 3,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+        self._signer = Signer(app_id, app_secret, algorithm)
+        self._timeout = httpx.Timeout(timeout_s)
+        self._attempts = attempts
+        self.breaker = breaker or CircuitBreaker(self.platform)
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        read: Callable[[httpx.Response], T],
+        *,
+        content: bytes = b"",
+        operation: str,
+    ) -> T:
+        """``read`` of the answer to one signed request; raises what ``read`` raises or,
+        after the last attempt (at once while the breaker is open), ``PlatformUnavailable``.
+        """
+        async for attempt in retry_transient(self._attempts):
+            with attempt, self.breaker.guard(operation), httpx_errors(self.platform):
+                response = await send_signed(
+                    self._http,
+                    self._signer,
+                    method,
+                    self._base_url + path,
+                    content=content,
+                    http_timeout=self._timeout,
+                )
+                return read(response)
+        raise AssertionError("retry_transient neither returned nor raised")  # pragma: no cover
 
 
 # --- simulator side ----------------------------------------------------------

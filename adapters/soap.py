@@ -28,18 +28,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from fastapi import FastAPI, Request, Response
 from lxml import etree
 from zeep import AsyncClient, Settings
 from zeep import exceptions as zeep_exceptions
+from zeep.helpers import serialize_object
 from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport
 from zeep.wsse.username import UsernameToken
 
 from adapters.bounded import send_bounded
-from adapters.resilience import httpx_errors, raise_for_server_error
+from adapters.resilience import (
+    CircuitBreaker,
+    httpx_errors,
+    raise_for_server_error,
+    retry_transient,
+)
 from adapters.simulation import ErrorResponse, SimulatorControl, install_control
 from schemas.errors import (
     ConnectorError,
@@ -57,6 +64,7 @@ TOKEN_PROFILE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-usernam
 PASSWORD_DIGEST = f"{TOKEN_PROFILE}#PasswordDigest"
 PASSWORD_TEXT = f"{TOKEN_PROFILE}#PasswordText"
 CLOCK_SKEW = timedelta(minutes=5)
+T = TypeVar("T")
 SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
 
 
@@ -187,6 +195,65 @@ def service_proxy(
     return AsyncServiceProxy(  # type: ignore[no-untyped-call]
         zeep_client, zeep_client.wsdl.bindings[binding], address=address
     )
+
+
+class SoapClient:
+    """What every client of the SOAP platforms shares.
+
+    The WSDL is read from the repository, never fetched; calls go to
+    ``<base_url><service_path>`` over the caller's ``httpx.AsyncClient``, signed
+    with a WS-Security UsernameToken (PasswordDigest), each one timed out,
+    retried on transient errors and guarded by ``breaker`` (default: one of its
+    own). A subclass names its platform, WSDL, binding and path, and its
+    operations, each one ``call``.
+    """
+
+    soap_platform: SoapPlatform
+    wsdl_path: Path
+    binding: str
+    service_path: str
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        username: str,
+        password: str,
+        timeout_s: float = 5.0,
+        attempts: int = 3,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        platform = self.soap_platform.platform
+        self._attempts = attempts
+        self.breaker = breaker or CircuitBreaker(platform)
+        self._service = service_proxy(
+            wsdl_path=self.wsdl_path,
+            binding=self.binding,
+            address=base_url.rstrip("/") + self.service_path,
+            username=username,
+            password=password,
+            http=http,
+            timeout_s=timeout_s,
+            platform=platform,
+        )
+
+    async def call(
+        self, soap_operation: str, read: Callable[[object], T], *, operation: str, **request: str
+    ) -> T:
+        """``read`` of the answer to ``operation`` (as a mapping); raises what ``read``
+        raises, a translated fault or, after the last attempt (at once while the breaker
+        is open), ``PlatformUnavailable``."""
+        platform = self.soap_platform
+        async for attempt in retry_transient(self._attempts):
+            with (
+                attempt,
+                self.breaker.guard(operation),
+                zeep_errors(platform.platform, platform.classify_fault),
+            ):
+                reply = await getattr(self._service, soap_operation)(**request)
+                return read(serialize_object(reply, dict))  # type: ignore[no-untyped-call]
+        raise AssertionError("unreachable: retry_transient re-raises the last error")
 
 
 @contextmanager

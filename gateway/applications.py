@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, true, update
@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.access import Client
 from gateway.deadlines import DeadlineService
 from gateway.deliveries import DeliveryStatus
-from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep, record_of
+from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep
 from gateway.idempotency import recall, remember
 from gateway.outbox import add_event
 from gateway.settings import EvidenceSettings
@@ -55,22 +55,20 @@ from schemas.applications import (
     Procedure,
     ProcedureStep,
     Reason,
-    check_case_rules,
-    procedures,
-    required_evidence,
-    time_limit_days,
 )
 from schemas.credentials import CredentialType, credential_parts
 from schemas.deadlines import Deadline
+from schemas.dossier import (
+    check_case_rules,
+    procedures,
+    record_of,
+    required_evidence,
+    review,
+    subject_of,
+    time_limit_days,
+)
 from schemas.errors import ConnectorError, InvalidInput, NotFound
 from schemas.events import APPLICATION_EVENTS, ApplicationEvent, Event
-from schemas.evidence import (
-    REGISTRATION_STATUS_WORDS,
-    BusinessLicence,
-    ProjectApproval,
-    ProjectStatus,
-    RegistrationStatus,
-)
 
 log = logging.getLogger(__name__)
 
@@ -79,81 +77,6 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 #: What a fetch came to: the evidence, NOT_FOUND, or PENDING (not in time, or failed).
 Outcome = Evidence | EvidenceStatus
-
-
-def subject_of(kind: EvidenceKind, request: ApplicationRequest) -> str:
-    if kind is EvidenceKind.LICENCE:
-        return request.applicant.credential_no
-    assert request.project_code is not None
-    return request.project_code
-
-
-def review(
-    applicant: Applicant,
-    licence: BusinessLicence | None,
-    project: ProjectApproval | None,
-    missing: list[EvidenceKind],
-) -> list[Reason]:
-    """Cross-check the evidence; each reason is one a clerk can read and act on."""
-    reasons = [
-        Reason(
-            code=f"{kind.value}_not_found",
-            message=(
-                f"电子证照库中未找到统一社会信用代码 {applicant.credential_no} 的营业执照"
-                if kind is EvidenceKind.LICENCE
-                else "投资项目在线审批监管平台中未找到该项目代码的批文"
-            ),
-            evidence=kind,
-        )
-        for kind in missing
-    ]
-    if licence is not None:
-        if licence.registration_status is not RegistrationStatus.ACTIVE:
-            word = REGISTRATION_STATUS_WORDS[licence.registration_status]
-            reasons.append(
-                Reason(
-                    code="licence_not_active",
-                    message=f"营业执照登记状态为“{word}”，主体不在存续状态，不能受理",
-                    evidence=EvidenceKind.LICENCE,
-                )
-            )
-        if licence.valid_to is not None and licence.valid_to < date.today():
-            reasons.append(
-                Reason(
-                    code="licence_expired",
-                    message=f"营业执照营业期限已于 {licence.valid_to.isoformat()} 届满",
-                    evidence=EvidenceKind.LICENCE,
-                )
-            )
-    if project is not None:
-        if project.status is not ProjectStatus.VALID:
-            reasons.append(
-                Reason(
-                    code="project_revoked",
-                    message=f"项目 {project.project_code} 的批文（{project.document_no}）已撤销",
-                    evidence=EvidenceKind.PROJECT,
-                )
-            )
-        if project.owner_uscc != applicant.credential_no:
-            reasons.append(
-                Reason(
-                    code="project_owner_mismatch",
-                    message=(
-                        f"项目单位统一社会信用代码 {project.owner_uscc} "
-                        f"与申请人 {applicant.credential_no} 不一致"
-                    ),
-                    evidence=EvidenceKind.PROJECT,
-                )
-            )
-        elif licence is not None and project.owner_name and project.owner_name != licence.name:
-            reasons.append(
-                Reason(
-                    code="name_mismatch",
-                    message=f"项目单位名称“{project.owner_name}”与营业执照名称“{licence.name}”不一致",
-                    evidence=EvidenceKind.PROJECT,
-                )
-            )
-    return reasons
 
 
 def _status_after_review(reasons: list[Reason]) -> ApplicationStatus:
@@ -572,19 +495,13 @@ async def _complete_if_ready(session: AsyncSession, application_id: str) -> None
         for link in links
         if link.record
     }
-    licence, project = records.get(EvidenceKind.LICENCE), records.get(EvidenceKind.PROJECT)
     missing = [
         EvidenceKind(link.kind) for link in links if link.status == EvidenceStatus.NOT_FOUND.value
     ]
     applicant = Applicant(
         credential_type=application.credential_type, credential_no=application.credential_no
     )
-    reasons = review(
-        applicant,
-        licence if isinstance(licence, BusinessLicence) else None,
-        project if isinstance(project, ProjectApproval) else None,
-        missing,
-    )
+    reasons = review(applicant, records, missing)
     status = _status_after_review(reasons)
     result = await session.execute(
         update(Application)

@@ -153,17 +153,17 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         **common("licence", settings.licence),
     )
     projects: ProjectRegistry = overrides.pop("projects", None) or ProjectClient(
-        http,
-        app_key=settings.project.app_key,
+        http=http,
+        app_id=settings.project.app_id,
         app_secret=settings.project.app_secret.get_secret_value(),
         algorithm=settings.project.algorithm,
         **common("project", settings.project),
     )
     permit_authority: PermitAuthority = overrides.pop("permit_authority", None) or PermitClient(
-        http, **signed("permit", settings.permit)
+        http=http, **signed("permit", settings.permit)
     )
     case_status: CaseStatusSink = overrides.pop("case_status", None) or CaseStatusClient(
-        http, **signed("ywtb", settings.ywtb)
+        http=http, **signed("ywtb", settings.ywtb)
     )
     marketing: MarketingSystem = overrides.pop("marketing", None) or MarketingClient(
         http=http,

@@ -25,7 +25,7 @@ from gateway.outbox import add_event
 from gateway.settings import StageSettings
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import Application, Case, ReceivedCallback, StageChange, utcnow
-from schemas.applications import ApplicationRequest
+from schemas.applications import ApplicationRequest, field_path
 from schemas.cases import (
     CaseStatusUpdate,
     InboundCase,
@@ -64,8 +64,9 @@ def application_request(case: InboundCase) -> ApplicationRequest:
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise InvalidInput(field, first["msg"].removeprefix("Value error, ")) from exc
+        field = field_path(first["loc"])
+        error = first.get("ctx", {}).get("error")
+        raise InvalidInput(field, str(error) if error is not None else first["msg"]) from exc
 
 
 class CaseService:

@@ -8,10 +8,11 @@ held waiting on a government platform.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -23,14 +24,14 @@ from gateway.settings import EvidenceSettings
 from gateway.store.db import Sessions
 from gateway.store.models import StoredEvidence, utcnow
 from schemas.applications import EvidenceKind
+from schemas.dossier import EVIDENCE_KINDS, record_of
 from schemas.errors import ConnectorError, NotFound
-from schemas.evidence import BusinessLicence, ProjectApproval
 
-Record = BusinessLicence | ProjectApproval
+Record = BaseModel
+"""A canonical record of one of the kinds in ``schemas.dossier.EVIDENCE_KINDS``."""
 
 SOURCE_PLATFORMS: dict[EvidenceKind, str] = {
-    EvidenceKind.LICENCE: "电子证照库 (electronic licence library)",
-    EvidenceKind.PROJECT: "投资项目在线审批监管平台 (investment project approval platform)",
+    kind: rule.source_platform for kind, rule in EVIDENCE_KINDS.items()
 }
 
 
@@ -47,22 +48,12 @@ class Evidence:
 
     def columns(self) -> dict[str, Any]:
         """Provenance and fields of this record (the store's row, less kind and subject)."""
-        record = self.record
-        if isinstance(record, BusinessLicence):
-            document_no, issued_on = record.licence_no, record.issued_on
-            valid_from, valid_to = record.valid_from, record.valid_to
-        else:
-            document_no, issued_on = record.document_no, record.approved_on
-            valid_from, valid_to = record.approved_on, None
+        rule = EVIDENCE_KINDS[self.kind]
         return {
-            "source_platform": SOURCE_PLATFORMS[self.kind],
-            "issuing_authority": record.issuing_authority,
-            "document_no": document_no,
-            "issued_on": issued_on,
-            "valid_from": valid_from,
-            "valid_to": valid_to,
+            "source_platform": rule.source_platform,
+            **asdict(rule.provenance(self.record)),
             "fetched_at": self.fetched_at,
-            "fields": record.model_dump(mode="json"),
+            "fields": self.record.model_dump(mode="json"),
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -71,11 +62,6 @@ class Evidence:
             key: value.isoformat() if isinstance(value, date | datetime) else value
             for key, value in self.columns().items()
         }
-
-
-def record_of(kind: EvidenceKind, fields: dict[str, Any]) -> Record:
-    model: type[Record] = BusinessLicence if kind is EvidenceKind.LICENCE else ProjectApproval
-    return model.model_validate(fields)
 
 
 def from_row(row: StoredEvidence) -> Evidence:

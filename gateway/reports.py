@@ -37,8 +37,8 @@ from sqlalchemy import select
 from gateway.deadlines import DeadlineService
 from gateway.store.db import Sessions
 from gateway.store.models import Application, ApplicationEvidence, Permit, StageChange, utcnow
+from schemas.chinatime import CHINA_STANDARD_TIME
 from schemas.deadlines import (
-    CHINA_STANDARD_TIME,
     CustomerClass,
     DayKind,
     customer_class,

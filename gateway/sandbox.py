@@ -72,7 +72,7 @@ def start_simulators(settings: Settings, seed: Seed, api_url: str) -> dict[str, 
         "project": ServedApp(
             project_simulator.create_app(
                 seed,
-                app_key=settings.project.app_key,
+                app_id=settings.project.app_id,
                 app_secret=settings.project.app_secret.get_secret_value(),
                 algorithm=settings.project.algorithm,
             )

@@ -298,7 +298,7 @@ class LicenceSettings(PlatformSettings):
 class ProjectSettings(PlatformSettings):
     """投资项目在线审批监管平台 (investment project approval platform), signed REST."""
 
-    app_key: str = Field("ywtb-connector", description="app key issued by the platform")
+    app_id: str = Field("ywtb-connector", description="our app id on the platform")
     app_secret: SecretStr = Field(SecretStr(PLACEHOLDER), description="app secret for signing")
     algorithm: str = Field("hmac-sha256", description="signature algorithm: hmac-sha256, hmac-sm3")
 

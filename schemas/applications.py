@@ -1,12 +1,13 @@
-"""一证办电 applications: the request (public contract), the rules, and the resource.
+"""一证办电 applications: the request (public contract), its tables, and the resource.
 
-The rule tables below decide, per case, which capacity a voltage level admits,
-which evidence is required and which procedure set applies.
+``CAPACITY_KVA`` (which capacity a voltage level admits) is checked when a
+request is read; the other rules (evidence, procedures, limits, cross-checks)
+are plain functions in ``schemas/dossier.py``.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
@@ -15,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from schemas.credentials import CredentialParts, CredentialType, normalise_credential
 from schemas.deadlines import Deadline, DeadlineState
-from schemas.errors import InvalidInput
+from schemas.evidence import PROJECT_CODE as PROJECT_CODE  # re-exported for the API
+from schemas.evidence import PROJECT_CODE_PATTERN as PROJECT_CODE_PATTERN
 from schemas.text import IsoDateTime, text
 
 #: 上海市 district codes (区划代码) and names.
@@ -40,6 +42,14 @@ SHANGHAI_DISTRICTS: dict[str, str] = {
 
 VoltageLevel = Literal["0.4kV", "10kV", "35kV", "110kV", "220kV"]
 VOLTAGE_LEVELS: tuple[str, ...] = get_args(VoltageLevel)
+
+
+def field_path(loc: Sequence[object]) -> str:
+    """A validation error's location as the dotted field name clients know: the tag of the
+    tagged union (``request.<voltage level>.capacity_kva``) is not a field."""
+    return ".".join(str(p) for p in loc if p not in VOLTAGE_LEVELS)
+
+
 DistrictCode = Literal[
     "310101", "310104", "310105", "310106", "310107", "310109", "310110", "310112",
     "310113", "310114", "310115", "310116", "310117", "310118", "310120", "310151",
@@ -58,9 +68,6 @@ CAPACITY_KVA: dict[str, tuple[float, float]] = {
 }
 HIGH_VOLTAGE_FOR_PROJECT = ("35kV", "110kV", "220kV")
 
-#: 投资项目统一代码 YYYY-DDDDDD-II-TT-NNNNNN; TT 01 审批, 02 核准, 03 备案.
-PROJECT_CODE_PATTERN = r"^(19|20)\d{2}-\d{6}-\d{2}-0[123]-\d{6}$"
-PROJECT_CODE = re.compile(PROJECT_CODE_PATTERN)
 #: 18 letters and digits: the shape of both credentials (check characters checked apart).
 CREDENTIAL_PATTERN = r"^[0-9A-Za-z]{18}$"
 
@@ -176,49 +183,6 @@ class ApplicationRequest(BaseModel):
         if value is not None and value.tzinfo is None:
             raise ValueError("needs a time zone, e.g. +08:00")
         return value
-
-
-def check_case_rules(request: ApplicationRequest) -> None:
-    """Rules across fields; ``InvalidInput`` names the field to correct."""
-    if (
-        request.applicant.credential_type is CredentialType.RESIDENT_ID
-        and request.request.voltage_level != "0.4kV"
-    ):
-        raise InvalidInput("request.voltage_level", "a resident connects at 0.4kV")
-    if request.request.voltage_level in HIGH_VOLTAGE_FOR_PROJECT and not request.project_code:
-        raise InvalidInput(
-            "project_code", f"required at {request.request.voltage_level} (35kV and above)"
-        )
-
-
-def required_evidence(request: ApplicationRequest) -> list[EvidenceKind]:
-    """Evidence rule table: a licence for every firm; a project approval where a code is given."""
-    kinds = []
-    if request.applicant.credential_type is CredentialType.USCC:
-        kinds.append(EvidenceKind.LICENCE)
-    if request.project_code:
-        kinds.append(EvidenceKind.PROJECT)
-    return kinds
-
-
-def procedures(request: ApplicationRequest) -> list[Procedure]:
-    """Procedure set: 2 at low voltage; 4 at high voltage (3 without external works).
-
-    A new high-voltage connection needs external works (cable to the site);
-    a capacity increase is done on the existing connection.
-    """
-    if request.request.voltage_level == "0.4kV":
-        return [Procedure.ACCEPTANCE, Procedure.METERING_AND_CONNECTION]
-    steps = [Procedure.ACCEPTANCE, Procedure.SURVEY_AND_PLAN]
-    if request.request.business_type == "new_connection":
-        steps.append(Procedure.EXTERNAL_WORKS)
-    return [*steps, Procedure.METERING_AND_CONNECTION]
-
-
-def time_limit_days(request: ApplicationRequest) -> int:
-    """2020 time targets: low voltage ≤ 10 days, 10 kV ≤ 60, 35 kV and above ≤ 150."""
-    level = request.request.voltage_level
-    return 10 if level == "0.4kV" else 60 if level == "10kV" else 150
 
 
 class ApplicationStatus(StrEnum):

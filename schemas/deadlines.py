@@ -49,15 +49,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.chinatime import CHINA_STANDARD_TIME, in_china_time
 from schemas.stages import Stage
 
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
 CALENDAR_DIR = Path(__file__).with_name("calendars")
 DAY_S = 86400.0
 
@@ -368,7 +368,7 @@ def deadline(
     warning_share: float = 0.8,
 ) -> Deadline:
     """The deadline state of an application, from its stage reports (in the order reported)."""
-    rule = rule_for(voltage_level, started_at.astimezone(CHINA_STANDARD_TIME).date())
+    rule = rule_for(voltage_level, in_china_time(started_at, "started_at").date())
     kind = rule.day_kind
     steps = [str(p) for p in procedures] or [ACCEPTANCE]
     # Pauses: from a 补正 report to the next report that is not 补正 (or, open, to now).

@@ -25,6 +25,11 @@ adapter boundary; only ``gateway/`` maps them to HTTP status codes::
         └── PlatformRejected      a platform refused the request (code + detail)
 
 Retries (tenacity) are decided by type: ``TransientError`` only.
+
+``FieldError`` stands apart: a ``ValueError`` that the mappings raise when a
+platform's body or a canonical model cannot be read or written, carrying the
+field and the reason as attributes; the boundary that catches it turns it into
+``InvalidInput`` (or a platform's 4000) without reading its message.
 """
 
 from __future__ import annotations
@@ -109,6 +114,19 @@ class InvalidInput(PermanentError):
 
     def __init__(self, field: str, reason: str, **context: Any) -> None:
         super().__init__(f"{field}: {reason}", field=field, **context)
+        self.field = field
+        self.reason = reason
+
+
+class FieldError(ValueError):
+    """A value that cannot be read or written, with the ``field`` it is in and why.
+
+    A ``ValueError`` so that pydantic validators may raise it (pydantic keeps it
+    as ``ctx["error"]``); its message is ``"field: reason"`` for people only.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
 

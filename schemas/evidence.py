@@ -6,6 +6,7 @@ dossier can show where every fact came from and until when it holds.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from enum import StrEnum
 
@@ -36,6 +37,14 @@ class BusinessLicence(BaseModel):
     issued_on: date = Field(description="发证日期")
     valid_from: date = Field(description="营业期限自")
     valid_to: date | None = Field(description="营业期限至; None = 长期")
+
+
+#: 投资项目统一代码 YYYY-DDDDDD-II-TT-NNNNNN; TT 01 审批, 02 核准, 03 备案.
+PROJECT_CODE_PATTERN = r"^(19|20)\d{2}-\d{6}-\d{2}-0[123]-\d{6}$"
+PROJECT_CODE = re.compile(PROJECT_CODE_PATTERN)
+"""投资项目统一代码 YYYY-DDDDDD-II-TT-NNNNNN (year, division, industry, type, serial);
+TT 01 审批, 02 核准, 03 备案. The one pattern: the API, the adapter and the simulator
+all check a code with it (``fullmatch``)."""
 
 
 class ApprovalType(StrEnum):

@@ -1,7 +1,12 @@
 """The sandbox seed file: the government side's data that the simulators serve.
 
-Format (public contract, see DESIGN.md): JSON with lists ``licences`` and
-``projects``. Fields beyond the required ones are optional and kept.
+Format (a public contract: ``ywtb sandbox --seed FILE`` reads it; the models below
+are its only definition): a JSON object with the lists ``licences``
+(``SeedLicence``, what the electronic licence library holds) and ``projects``
+(``SeedProject``, what the investment project platform holds). Fields beyond the
+required ones are optional; unknown keys (such as ``_comment``) are kept and
+ignored. ``schemas/default_seed.json`` is the default, its scenarios listed in
+its ``_comment``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,13 @@ class SeedProject(BaseModel):
     approved_on: date
     status: Literal["valid", "revoked"]
     issuing_authority: str | None = None
+    owner_name: str | None = Field(
+        None,
+        description=(
+            "项目单位名称 as the project platform holds it; default: the name on the "
+            "owner's licence in the seed (left out when the seed has none)"
+        ),
+    )
 
 
 class Seed(BaseModel):

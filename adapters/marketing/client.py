@@ -2,57 +2,31 @@
 
 from __future__ import annotations
 
-import httpx
-from zeep.helpers import serialize_object
-
 from adapters.marketing.errors import PLATFORM, SOAP_PLATFORM, rejected
 from adapters.marketing.mapping import (
     BINDING,
+    OPERATION,
     REJECTED,
     SERVICE_PATH,
     WSDL_PATH,
     notice_request,
     receipt_from_response,
 )
-from adapters.resilience import CircuitBreaker, retry_transient
-from adapters.soap import service_proxy, zeep_errors
+from adapters.soap import SoapClient
 from schemas.cases import MarketingNotice
-from schemas.errors import InvalidInput
+from schemas.errors import FieldError, InvalidInput
 
 
-class MarketingClient:
-    """Delivers notices to the marketing system (营销系统), one ReceiveNotice call each.
-
-    The WSDL is read from the repository, never fetched; calls go to
-    ``<base_url>/ws/notice`` over the caller's ``httpx.AsyncClient``, signed
-    with a WS-Security UsernameToken (PasswordDigest). The system deduplicates
-    on TZID (the notice's ``event_id``), so retries are safe. ``breaker``
-    (default: one of its own) guards every attempt.
+class MarketingClient(SoapClient):
+    """Delivers notices to the marketing system (营销系统), one ReceiveNotice call each
+    (``SoapClient``, at ``<base_url>/ws/notice``). The system deduplicates on TZID
+    (the notice's ``event_id``), so retries are safe.
     """
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        username: str,
-        password: str,
-        http: httpx.AsyncClient,
-        timeout_s: float = 5.0,
-        attempts: int = 3,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        self._attempts = attempts
-        self.breaker = breaker or CircuitBreaker(PLATFORM)
-        self._service = service_proxy(
-            wsdl_path=WSDL_PATH,
-            binding=BINDING,
-            address=base_url.rstrip("/") + SERVICE_PATH,
-            username=username,
-            password=password,
-            http=http,
-            timeout_s=timeout_s,
-            platform=PLATFORM,
-        )
+    soap_platform = SOAP_PLATFORM
+    wsdl_path = WSDL_PATH
+    binding = BINDING
+    service_path = SERVICE_PATH
 
     async def notify(self, notice: MarketingNotice) -> None:
         """Deliver one notice; a duplicate the system already holds is success.
@@ -64,19 +38,13 @@ class MarketingClient:
         """
         try:
             request = notice_request(notice)
-        except ValueError as exc:
-            field, _, reason = str(exc).partition(": ")
-            raise InvalidInput(field, reason, platform=PLATFORM) from exc
-        async for attempt in retry_transient(self._attempts):
-            with (
-                attempt,
-                self.breaker.guard("notify"),
-                zeep_errors(PLATFORM, SOAP_PLATFORM.classify_fault),
-            ):
-                reply = await self._service.ReceiveNotice(**request)
-                fields = serialize_object(reply, dict)  # type: ignore[no-untyped-call]
-                receipt = receipt_from_response(fields)
-                if receipt.code == REJECTED:
-                    raise rejected(receipt.message)
-                return
-        raise AssertionError("unreachable: retry_transient re-raises the last error")
+        except FieldError as exc:
+            raise InvalidInput(exc.field, exc.reason, platform=PLATFORM) from exc
+        await self.call(OPERATION, _accepted, operation="notify", **request)
+
+
+def _accepted(fields: object) -> None:
+    """A receipt that is not 拒收 (a rejection is permanent: never retried)."""
+    receipt = receipt_from_response(fields)
+    if receipt.code == REJECTED:
+        raise rejected(receipt.message)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
 from adapters.soap import UnexpectedResponse
 from schemas.cases import MarketingNotice
+from schemas.chinatime import in_china_time
+from schemas.errors import FieldError
 
 WSDL_PATH = Path(__file__).with_name("marketing.wsdl")
 NAMESPACE = "http://yx.sgcc.sh/ws/notice"
@@ -30,8 +32,6 @@ DUPLICATE = "1"  # 重复通知（已接收）
 REJECTED = "2"  # 拒收
 RESULT_MESSAGES: dict[str, str] = {RECEIVED: "已接收", DUPLICATE: "重复通知，已接收"}
 
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
-
 
 class Receipt(NamedTuple):
     """A ReceiveNoticeResponse: the result code (JG) and its message (XX)."""
@@ -47,14 +47,12 @@ def notice_request(notice: MarketingNotice) -> dict[str, str]:
     the payload as a compact JSON object. Raises ``ValueError`` naming the
     canonical field when the notice cannot be written.
     """
-    if notice.occurred_at.utcoffset() is None:
-        raise ValueError("occurred_at: needs a time zone")
     payload = notice.model_dump(mode="json")["payload"]
     return {
         "TZID": notice.event_id,
         "TZLX": notice.kind,
         "SQBH": notice.application_id,
-        "FSSJ": notice.occurred_at.astimezone(CHINA_STANDARD_TIME).isoformat(),
+        "FSSJ": in_china_time(notice.occurred_at, "occurred_at").isoformat(),
         "NR": json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":")),
     }
 
@@ -73,5 +71,5 @@ def parse_time(text: str) -> datetime:
     """An FSSJ value; ``ValueError`` if it is not an xsd:dateTime with an offset."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.utcoffset() is None:
-        raise ValueError(f"FSSJ: no UTC offset in {text!r}")
+        raise FieldError("FSSJ", f"no UTC offset in {text!r}")
     return moment

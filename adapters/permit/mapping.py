@@ -9,20 +9,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from adapters import envelope
+from schemas.chinatime import format_platform_time, parse_platform_time
+from schemas.errors import FieldError
 from schemas.permits import PermitDecision, PermitFiling, PermitOutcome, PermitRequest
-
-BEIJING = timezone(timedelta(hours=8), "CST")
-"""The platform's clock: times are Beijing time without an offset."""
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # yyyy-MM-dd HH:mm:ss
 
 # Envelope codes (返回码) of this platform besides ``adapters.envelope``'s.
 DUPLICATE_REQUEST = "4090"  # 请求流水号重复但申请内容不一致
+
+APPLICATIONS_PATH = "/api/v1/permit-applications"
+"""Where applications are filed (operation FilePermit)."""
 
 OK_MESSAGE = "受理成功"
 
@@ -74,7 +75,7 @@ def request_from_body(body: Mapping[str, Any]) -> PermitRequest:
     """
     unknown = sorted(set(body) - set(_CANONICAL) - {REQUEST_ID})
     if unknown:
-        raise ValueError(f"{unknown[0]}: unknown field")
+        raise FieldError(unknown[0], "unknown field")
     request_id(body)
     try:
         return PermitRequest.model_validate(
@@ -83,14 +84,14 @@ def request_from_body(body: Mapping[str, Any]) -> PermitRequest:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = FIELDS.get(str(error["loc"][0]), "body") if error["loc"] else "body"
-        raise ValueError(f"{field}: {error['msg']}") from None
+        raise FieldError(field, f"{error['msg']}") from None
 
 
 def request_id(body: Mapping[str, Any]) -> str:
     """The body's 请求流水号; ``ValueError`` if it is missing or malformed."""
     value = body.get(REQUEST_ID)
     if not isinstance(value, str) or not 1 <= len(value) <= 64:
-        raise ValueError(f"{REQUEST_ID}: missing or not a string of 1-64 characters")
+        raise FieldError(REQUEST_ID, "missing or not a string of 1-64 characters")
     return value
 
 
@@ -104,7 +105,7 @@ def filing_from_data(data: Mapping[str, Any]) -> PermitFiling:
 
 def data_from_filing(filing: PermitFiling) -> dict[str, str]:
     """What the platform answers for an accepted filing (simulator side)."""
-    return {"SLBH": filing.filing_no, "SLSJ": format_time(filing.filed_at)}
+    return {"SLBH": filing.filing_no, "SLSJ": format_platform_time(filing.filed_at, "filed_at")}
 
 
 def decision_from_callback(body: Mapping[str, Any]) -> PermitDecision:
@@ -115,7 +116,7 @@ def decision_from_callback(body: Mapping[str, Any]) -> PermitDecision:
     _text(body, "GLYWH")  # required, though the decision is correlated by SLBH
     outcome = OUTCOMES.get(_text(body, "SPJG"))
     if outcome is None:
-        raise ValueError(f"SPJG: unknown code {body['SPJG']!r}")
+        raise FieldError("SPJG", f"unknown code {body['SPJG']!r}")
     filing_no, decided_at = _text(body, "SLBH"), _time(body, "SPSJ")
     if outcome is PermitOutcome.REFUSED:
         return PermitDecision(
@@ -126,7 +127,7 @@ def decision_from_callback(body: Mapping[str, Any]) -> PermitDecision:
         )
     valid_from, valid_to = _date(body, "YXQZ"), _date(body, "YXQZH")
     if valid_to < valid_from:
-        raise ValueError("YXQZH: before YXQZ")
+        raise FieldError("YXQZH", "before YXQZ")
     return PermitDecision(
         filing_no=filing_no,
         outcome=outcome,
@@ -143,7 +144,7 @@ def callback_from_decision(decision: PermitDecision, application_id: str) -> dic
         "SLBH": decision.filing_no,
         "GLYWH": application_id,
         "SPJG": SPJG[decision.outcome],
-        "SPSJ": format_time(decision.decided_at),
+        "SPSJ": format_platform_time(decision.decided_at, "decided_at"),
     }
     if decision.permit_no is not None:
         body["XKZH"] = decision.permit_no
@@ -156,24 +157,15 @@ def callback_from_decision(decision: PermitDecision, application_id: str) -> dic
     return body
 
 
-def format_time(moment: datetime) -> str:
-    """A time as the platform writes it: Beijing time, yyyy-MM-dd HH:mm:ss."""
-    return moment.astimezone(BEIJING).strftime(TIME_FORMAT)
-
-
 def _text(data: Mapping[str, Any], name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name}: missing or not a string")
+        raise FieldError(name, "missing or not a string")
     return value
 
 
 def _time(data: Mapping[str, Any], name: str) -> datetime:
-    text = _text(data, name)
-    try:
-        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=BEIJING)
-    except ValueError:
-        raise ValueError(f"{name}: not a yyyy-MM-dd HH:mm:ss time: {text!r}") from None
+    return parse_platform_time(data.get(name), name)
 
 
 def _date(data: Mapping[str, Any], name: str) -> date:
@@ -181,4 +173,4 @@ def _date(data: Mapping[str, Any], name: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{name}: not a yyyy-MM-dd date: {text!r}") from None
+        raise FieldError(name, f"not a yyyy-MM-dd date: {text!r}") from None

@@ -38,6 +38,8 @@ from adapters import envelope
 from adapters.permit import mapping
 from adapters.signing import DEFAULT_WINDOW_S, Signer
 from adapters.simulation import ADMIN_PREFIX, DeliveryAttempt, SimulatorControl, deliver_signed
+from schemas.chinatime import CHINA_STANDARD_TIME
+from schemas.errors import FieldError
 from schemas.permits import PermitDecision, PermitFiling, PermitOutcome, PermitRequest
 
 OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
@@ -125,7 +127,7 @@ class _Authority:
         known = self.filings.get(key)
         if known is not None:
             return known if known.body == body else None
-        now = datetime.now(mapping.BEIJING).replace(microsecond=0)
+        now = datetime.now(CHINA_STANDARD_TIME).replace(microsecond=0)
         filing = _Filing(
             PermitFiling(filing_no=f"ZJL{now:%Y%m%d}{next(self._serial):06d}", filed_at=now), body
         )
@@ -157,7 +159,7 @@ class _Authority:
         approved, reason = self.policy(filing.body)
         filing_no, now = (
             filing.filing.filing_no,
-            datetime.now(mapping.BEIJING).replace(microsecond=0),
+            datetime.now(CHINA_STANDARD_TIME).replace(microsecond=0),
         )
         if not approved:
             return PermitDecision(
@@ -206,7 +208,7 @@ def _check_credentials(request: PermitRequest) -> None:
     for name in ("builder_uscc", "contractor_uscc"):
         code = getattr(request, name)
         if code is not None and not uscc.is_valid(code):
-            raise ValueError(f"{mapping.FIELDS[name]}: 统一社会信用代码无效")
+            raise FieldError(mapping.FIELDS[name], "统一社会信用代码无效")
 
 
 def _answer(code: str, message: str, data: dict[str, str] | None = None) -> Response:
@@ -269,14 +271,14 @@ def create_app(
     app.state.callbacks = authority.callbacks
     app.state.filings = authority.filings
 
-    @app.post("/api/v1/permit-applications")
+    @app.post(mapping.APPLICATIONS_PATH)
     async def file_permit(request: Request) -> Response:
         control.record("FilePermit")
         signer, content = await signatures.verify(request)
         try:
             body = json.loads(content)
             if not isinstance(body, dict):
-                raise ValueError("body: not a JSON object")
+                raise FieldError("body", "not a JSON object")
             _check_credentials(mapping.request_from_body(body))
         except ValueError as exc:
             return _answer(envelope.BAD_REQUEST, f"请求参数错误: {exc}")

@@ -6,17 +6,14 @@ interface itself is described in ``openapi.yaml`` beside this file.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
 from adapters import envelope
+from schemas.errors import FieldError
 from schemas.evidence import ApprovalType, ProjectApproval, ProjectStatus
 from schemas.seed import SeedLicence, SeedProject
-
-PROJECT_CODE = re.compile(r"[0-9]{4}-[0-9]{6}-[0-9]{2}-[0-9]{2}-[0-9]{6}")
-"""XMDM, the 投资项目统一代码: YYYY-DDDDDD-II-TT-NNNNNN (year, division, industry, type, serial)."""
 
 # Envelope codes (返回码) of this platform besides ``adapters.envelope``'s.
 NOT_FOUND = "4004"  # 项目不存在
@@ -54,19 +51,19 @@ def project_from_data(data: Mapping[str, Any]) -> ProjectApproval:
     def field(name: str) -> str:
         value = data.get(name)
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{name}: missing or not a string")
+            raise FieldError(name, "missing or not a string")
         return value
 
     approval_type = APPROVAL_TYPES.get(field("SPLX"))
     if approval_type is None:
-        raise ValueError(f"SPLX: unknown code {data['SPLX']!r}")
+        raise FieldError("SPLX", f"unknown code {data['SPLX']!r}")
     status = PROJECT_STATUSES.get(field("XMZT"))
     if status is None:
-        raise ValueError(f"XMZT: unknown code {data['XMZT']!r}")
+        raise FieldError("XMZT", f"unknown code {data['XMZT']!r}")
     try:
         approved_on = date.fromisoformat(field("PFRQ"))
     except ValueError:
-        raise ValueError(f"PFRQ: not a yyyy-MM-dd date: {data['PFRQ']!r}") from None
+        raise FieldError("PFRQ", f"not a yyyy-MM-dd date: {data['PFRQ']!r}") from None
     owner_name = data.get("XMDWMC")
     return ProjectApproval(
         project_code=field("XMDM"),
@@ -84,8 +81,10 @@ def project_from_data(data: Mapping[str, Any]) -> ProjectApproval:
 def data_from_seed(project: SeedProject, licences: Sequence[SeedLicence] = ()) -> dict[str, str]:
     """What the platform answers for a seed project (simulator side).
 
-    The owner's name (XMDWMC) comes from the seed's licences when one matches
-    the owner's 统一社会信用代码; otherwise the field is left out.
+    The owner's name (XMDWMC) is the seed project's ``owner_name`` when given
+    (a name the platform holds that may differ from the licence's), else the
+    name on the seed licence of the owner's 统一社会信用代码; without either the
+    field is left out.
     """
     data = {
         "XMDM": project.project_code,
@@ -98,6 +97,7 @@ def data_from_seed(project: SeedProject, licences: Sequence[SeedLicence] = ()) -
         "XMZT": SEED_STATUSES[project.status],
     }
     owner = next((lic for lic in licences if lic.uscc == project.owner_uscc), None)
-    if owner is not None:
-        data["XMDWMC"] = owner.name
+    owner_name = project.owner_name or (owner.name if owner is not None else None)
+    if owner_name is not None:
+        data["XMDWMC"] = owner_name
     return data

@@ -16,6 +16,7 @@ from adapters import envelope
 from adapters.project import mapping
 from adapters.signing import DEFAULT_WINDOW_S
 from adapters.simulation import SimulatorControl
+from schemas.evidence import PROJECT_CODE
 from schemas.seed import Seed
 
 OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
@@ -28,15 +29,15 @@ def _answer(code: str, message: str, data: dict[str, Any] | None = None) -> Resp
 def create_app(
     seed: Seed,
     *,
-    app_key: str,
+    app_id: str,
     app_secret: str,
     algorithm: str = "hmac-sha256",
     control: SimulatorControl | None = None,
     window_s: float = DEFAULT_WINDOW_S,
 ) -> FastAPI:
-    """A simulator that knows one app (``app_key``/``app_secret``) signing with ``algorithm``."""
+    """A simulator that knows one app (``app_id``/``app_secret``) signing with ``algorithm``."""
     signatures = envelope.SignatureCheck(
-        app_id=app_key, secret=app_secret, algorithm=algorithm, window_s=window_s
+        app_id=app_id, secret=app_secret, algorithm=algorithm, window_s=window_s
     )
     control = control or SimulatorControl()
     projects = {p.project_code: mapping.data_from_seed(p, seed.licences) for p in seed.projects}
@@ -48,7 +49,7 @@ def create_app(
     async def get_project(project_code: str, request: Request) -> Response:
         control.record("GetProject")
         await signatures.verify(request)
-        if not mapping.PROJECT_CODE.fullmatch(project_code):
+        if not PROJECT_CODE.fullmatch(project_code):
             return _answer(envelope.BAD_REQUEST, "项目代码格式错误")
         data = projects.get(project_code)
         if data is None:

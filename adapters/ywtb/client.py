@@ -4,43 +4,22 @@ from __future__ import annotations
 
 import httpx
 
-from adapters.envelope import encode, send_signed
-from adapters.resilience import CircuitBreaker, httpx_errors, retry_transient
-from adapters.signing import Signer
+from adapters.envelope import SignedRestClient, encode
 from adapters.ywtb import mapping
 from adapters.ywtb.errors import ENVELOPE, PLATFORM
 from schemas.cases import CaseStatusUpdate
-from schemas.errors import Conflict, ConnectorError, InvalidInput, PushOutOfOrder
+from schemas.errors import Conflict, ConnectorError, FieldError, InvalidInput, PushOutOfOrder
 
 
-class CaseStatusClient:
-    """Pushes case status (办件状态推送); every request signed, timed out and retried.
+class CaseStatusClient(SignedRestClient):
+    """Pushes case status (办件状态推送); every request signed, timed out and retried
+    (``SignedRestClient``).
 
     Pushes are idempotent on the platform side by ``SJID`` (the update's
     ``event_id``), so a retry after a lost answer cannot apply a stage twice.
-    ``http`` is owned by the caller; the client only adds the base URL,
-    signing headers and a timeout per call. ``breaker`` (default: one of its
-    own) guards every attempt.
     """
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        base_url: str,
-        app_id: str,
-        app_secret: str,
-        algorithm: str = "hmac-sha256",
-        timeout_s: float = 5.0,
-        attempts: int = 3,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        self._http = http
-        self._url = base_url.rstrip("/") + mapping.STATUS_PATH
-        self._signer = Signer(app_id, app_secret, algorithm)
-        self._timeout = httpx.Timeout(timeout_s)
-        self._attempts = attempts
-        self.breaker = breaker or CircuitBreaker(PLATFORM)
+    platform = PLATFORM
 
     async def push_status(self, update: CaseStatusUpdate) -> None:
         """Push one stage change; a repeat of an accepted push is success.
@@ -52,25 +31,19 @@ class CaseStatusClient:
         """
         try:
             content = encode(mapping.status_body(update))
-        except ValueError as exc:
-            field, _, reason = str(exc).partition(": ")
-            raise InvalidInput(field, reason, platform=PLATFORM) from exc
-        async for attempt in retry_transient(self._attempts):
-            with attempt, self.breaker.guard("push_status"), httpx_errors(PLATFORM):
-                response = await send_signed(
-                    self._http,
-                    self._signer,
-                    "POST",
-                    self._url,
-                    content=content,
-                    http_timeout=self._timeout,
-                )
-                try:
-                    ENVELOPE.read(response)
-                except Conflict as exc:
-                    raise _out_of_order(exc, response) from exc
-                return
-        raise AssertionError("retry_transient neither returned nor raised")  # pragma: no cover
+        except FieldError as exc:
+            raise InvalidInput(exc.field, exc.reason, platform=PLATFORM) from exc
+        await self.call(
+            "POST", mapping.STATUS_PATH, _read_push, content=content, operation="push_status"
+        )
+
+
+def _read_push(response: httpx.Response) -> None:
+    """The platform's answer to a push; "out of order" (4090) as ``PushOutOfOrder``."""
+    try:
+        ENVELOPE.read(response)
+    except Conflict as exc:
+        raise _out_of_order(exc, response) from exc
 
 
 def _out_of_order(error: Conflict, response: httpx.Response) -> ConnectorError:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,7 +25,9 @@ from pydantic import ValidationError
 from adapters import envelope
 from schemas.applications import BusinessType, VoltageLevel
 from schemas.cases import CaseStatusUpdate, InboundCase
+from schemas.chinatime import format_platform_time, parse_platform_time
 from schemas.credentials import CredentialType
+from schemas.errors import FieldError
 from schemas.stages import Stage
 
 STATUS_PATH = "/api/v1/case-status"
@@ -89,26 +90,7 @@ VOLTAGE_LEVELS: dict[str, VoltageLevel] = {
     "05": "220kV",
 }
 
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 DIVISION = re.compile(r"[0-9]{6}")
-
-
-def format_time(moment: datetime, field: str) -> str:
-    """An aware datetime as the platform writes it; ``ValueError`` naming ``field`` if naive."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{field}: needs a time zone")
-    return moment.astimezone(CHINA_STANDARD_TIME).strftime(TIME_FORMAT)
-
-
-def parse_time(text: object, field: str) -> datetime:
-    """A platform time as an aware datetime; ``ValueError`` naming ``field`` if unreadable."""
-    if not isinstance(text, str):
-        raise ValueError(f"{field}: missing or not a string")
-    try:
-        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=CHINA_STANDARD_TIME)
-    except ValueError:
-        raise ValueError(f"{field}: not yyyy-MM-dd HH:mm:ss: {text!r}") from None
 
 
 # --- status push (ours → platform) -------------------------------------------
@@ -126,24 +108,24 @@ def status_body(update: CaseStatusUpdate) -> dict[str, Any]:
         "XH": update.seq,
         "ZTDM": state,
         "BLR": update.handler,
-        "BLSJ": format_time(update.occurred_at, "occurred_at"),
+        "BLSJ": format_platform_time(update.occurred_at, "occurred_at"),
     }
     if step is not None:
         body["HJMC"] = step
     if update.reason:
         body["YY"] = update.reason
     elif state in REASON_REQUIRED:
-        raise ValueError(f"reason: required for stage {update.stage.value}")
+        raise FieldError("reason", f"required for stage {update.stage.value}")
     if update.time_limit_days is not None:
         body["CNSX"] = update.time_limit_days
         if update.day_kind in DAY_KINDS:
             body["SXLX"] = DAY_KINDS[update.day_kind]
     if update.due_at is not None:
-        body["CNBJSJ"] = format_time(update.due_at, "due_at")
+        body["CNBJSJ"] = format_platform_time(update.due_at, "due_at")
     if state == COMPLETED:
         result = update.result_code or DEFAULT_RESULT_CODE
         if result not in RESULT_CODES:
-            raise ValueError(f"result_code: unknown 办结结果代码 {result!r}")
+            raise FieldError("result_code", f"unknown 办结结果代码 {result!r}")
         body["BJJGDM"] = result
     return body
 
@@ -153,10 +135,10 @@ def stage_from_codes(state: object, step: object) -> Stage:
     if state == IN_PROGRESS:
         stage = STAGES.get((state, step)) if isinstance(step, str) else None
         if stage is None:
-            raise ValueError(f"HJMC: unknown 环节名称 {step!r} for ZTDM {state}")
+            raise FieldError("HJMC", f"unknown 环节名称 {step!r} for ZTDM {state}")
         return stage
     if not isinstance(state, str) or (state, None) not in STAGES:
-        raise ValueError(f"ZTDM: unknown 状态代码 {state!r}")
+        raise FieldError("ZTDM", f"unknown 状态代码 {state!r}")
     return STAGES[(state, None)]
 
 
@@ -177,29 +159,29 @@ def case_from_callback(body: object) -> InboundCase:
     Raises ``ValueError`` naming the platform's field when the body cannot be read.
     """
     if not isinstance(body, Mapping):
-        raise ValueError("body: not a JSON object")
+        raise FieldError("body", "not a JSON object")
 
     def text(name: str) -> str:
         value = body.get(name)
         if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{name}: missing or not a string")
+            raise FieldError(name, "missing or not a string")
         return value.strip()
 
     def code(name: str, table: Mapping[str, str]) -> str:
         value = text(name)
         if value not in table:
-            raise ValueError(f"{name}: unknown code {value!r}")
+            raise FieldError(name, f"unknown code {value!r}")
         return table[value]
 
     division = text("XZQH")
     if not DIVISION.fullmatch(division):
-        raise ValueError(f"XZQH: not a 6-digit division code: {division!r}")
+        raise FieldError("XZQH", f"not a 6-digit division code: {division!r}")
     capacity = body.get("RL")
     if isinstance(capacity, bool) or not isinstance(capacity, int | float) or capacity <= 0:
-        raise ValueError(f"RL: not a positive number: {capacity!r}")
+        raise FieldError("RL", f"not a positive number: {capacity!r}")
     project_code = body.get("XMDM")
     if project_code is not None and not isinstance(project_code, str):
-        raise ValueError(f"XMDM: not a string: {project_code!r}")
+        raise FieldError("XMDM", f"not a string: {project_code!r}")
     project_code = (project_code or "").strip() or None
     try:
         return InboundCase(
@@ -214,10 +196,10 @@ def case_from_callback(body: object) -> InboundCase:
             voltage_level=code("DYDJ", VOLTAGE_LEVELS),
             capacity_kva=float(capacity),
             project_code=project_code,
-            filed_at=parse_time(body.get("SBSJ"), "SBSJ"),
+            filed_at=parse_platform_time(body.get("SBSJ"), "SBSJ"),
         )
     except ValidationError as exc:
-        raise ValueError(f"body: {exc}") from exc
+        raise FieldError("body", f"{exc}") from exc
 
 
 def callback_body(case: InboundCase) -> dict[str, Any]:
@@ -233,7 +215,7 @@ def callback_body(case: InboundCase) -> dict[str, Any]:
         "YWLX": _code_of(BUSINESS_TYPES, case.business_type, "business_type"),
         "DYDJ": _code_of(VOLTAGE_LEVELS, case.voltage_level, "voltage_level"),
         "RL": case.capacity_kva,
-        "SBSJ": format_time(case.filed_at, "filed_at"),
+        "SBSJ": format_platform_time(case.filed_at, "filed_at"),
     }
     if case.project_code:
         body["XMDM"] = case.project_code
@@ -244,4 +226,4 @@ def _code_of(table: Mapping[str, str], word: str, field: str) -> str:
     for code, known in table.items():
         if known == word:
             return code
-    raise ValueError(f"{field}: no code for {word!r}")
+    raise FieldError(field, f"no code for {word!r}")

@@ -38,6 +38,8 @@ from adapters.simulation import (
 )
 from adapters.ywtb import mapping
 from schemas.cases import InboundCase
+from schemas.chinatime import parse_platform_time
+from schemas.errors import FieldError
 
 OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
 OPERATION = "PushCaseStatus"
@@ -139,22 +141,22 @@ def create_app(
 def _checked_push(body: object) -> dict[str, Any]:
     """The push body if the platform would accept its fields; ``ValueError`` naming one if not."""
     if not isinstance(body, dict):
-        raise ValueError("body: not a JSON object")
+        raise FieldError("body", "not a JSON object")
     for name in ("SJID", "BJBH", "BLR"):
         if not isinstance(body.get(name), str) or not body[name].strip():
-            raise ValueError(f"{name}: missing or not a string")
+            raise FieldError(name, "missing or not a string")
     seq = body.get("XH")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-        raise ValueError(f"XH: not a positive integer: {seq!r}")
+        raise FieldError("XH", f"not a positive integer: {seq!r}")
     if "SXBM" in body and not isinstance(body["SXBM"], str):
-        raise ValueError("SXBM: not a string")
+        raise FieldError("SXBM", "not a string")
     stage_code = body.get("ZTDM")
     mapping.stage_from_codes(stage_code, body.get("HJMC"))
-    mapping.parse_time(body.get("BLSJ"), "BLSJ")
+    parse_platform_time(body.get("BLSJ"), "BLSJ")
     if stage_code in mapping.REASON_REQUIRED and not body.get("YY"):
-        raise ValueError(f"YY: required with ZTDM {stage_code}")
+        raise FieldError("YY", f"required with ZTDM {stage_code}")
     if stage_code == mapping.COMPLETED and body.get("BJJGDM") not in mapping.RESULT_CODES:
-        raise ValueError(f"BJJGDM: unknown 办结结果代码 {body.get('BJJGDM')!r}")
+        raise FieldError("BJJGDM", f"unknown 办结结果代码 {body.get('BJJGDM')!r}")
     return body
 
 

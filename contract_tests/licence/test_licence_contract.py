@@ -7,8 +7,8 @@ simulator parses and checks it, and the answers come back as SOAP 1.1.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import date
+from typing import Any
 
 import httpx
 import pytest
@@ -17,20 +17,16 @@ from lxml import etree
 from stdnum.cn import uscc as uscc_number
 
 from adapters.licence.client import LicenceClient
-from adapters.licence.mapping import WSDL_PATH
+from adapters.licence.errors import PLATFORM
+from adapters.licence.mapping import SERVICE_PATH, WSDL_PATH
 from adapters.licence.simulator import create_app
-from adapters.simulation import Faults, ServedApp, SimulatorControl
+from adapters.simulation import ReceivedRequest, ServedApp, SimulatorControl
+from contract_tests.base import SoapContract
 from contract_tests.helpers import (
     SOAP11,
-    USER_AGENT,
-    WSDL,
-    assert_digest_token,
-    assert_replay_refused,
-    assert_serves_repository_wsdl,
-    requests_made_building,
 )
 from contract_tests.helpers import wsdl_namespace as namespace_of
-from schemas.errors import NotFound, PlatformUnavailable, Unauthorized
+from schemas.errors import NotFound
 from schemas.evidence import BusinessLicence, RegistrationStatus
 from schemas.seed import load_seed
 
@@ -49,269 +45,145 @@ SONGJIANG = "91310117MA1J51014Q"  # business term ended 2023-06-30
 UNKNOWN = "91310107MA1FR42114"  # valid check digit, not on the platform
 
 
-@pytest.fixture
-def simulator(control: SimulatorControl, serve: Callable[[FastAPI], ServedApp]) -> ServedApp:
-    """A fresh simulator per test: abandoned slow calls cannot leak into the next one."""
-    return serve(create_app(load_seed(), username=USERNAME, password=PASSWORD, control=control))
-
-
-def licence_client(
-    simulator: ServedApp,
-    http: httpx.AsyncClient,
-    *,
-    password: str = PASSWORD,
-    timeout_s: float = 2.0,
-    attempts: int = 3,
-) -> LicenceClient:
-    return LicenceClient(
-        base_url=simulator.url,
-        username=USERNAME,
-        password=password,
-        http=http,
-        timeout_s=timeout_s,
-        attempts=attempts,
-    )
-
-
 def wsdl_namespace() -> str:
     return namespace_of(WSDL_PATH)
 
 
-# --- what comes back -------------------------------------------------------
+class TestLicenceContract(SoapContract):
+    """The shared contract (``contract_tests/base.py``), for the licence library."""
 
+    platform = PLATFORM
+    operation = "QueryLicence"
+    interface_file = WSDL_PATH
+    service_path = SERVICE_PATH
+    username = USERNAME
+    password = PASSWORD
+    client_type = LicenceClient
 
-async def test_found_licence_maps_every_field(
-    simulator: ServedApp, http: httpx.AsyncClient
-) -> None:
-    licence = await licence_client(simulator, http).fetch_licence(LINGANG)
+    def make_app(self, control: SimulatorControl, **options: Any) -> FastAPI:
+        return create_app(load_seed(), username=USERNAME, password=PASSWORD, control=control)
 
-    assert licence == BusinessLicence(
-        uscc=LINGANG,
-        name="上海临港绿能储能科技有限公司",
-        legal_representative="周建华",
-        address="中国（上海）自由贸易试验区临港新片区新杨公路1800弄2号2385室",
-        registration_status=RegistrationStatus.ACTIVE,
-        licence_no=f"YYZZ{LINGANG}",
-        issuing_authority="中国（上海）自由贸易试验区临港新片区市场监督管理局",
-        issued_on=date(2021, 3, 9),
-        valid_from=date(2019, 8, 16),
-        valid_to=None,
-    )
+    async def call(self, client: LicenceClient) -> BusinessLicence:
+        return await client.fetch_licence(LINGANG, request_id="conv-0001")
 
+    def check_result(self, result: BusinessLicence) -> None:
+        assert result.uscc == LINGANG
 
-async def test_missing_optional_seed_fields_get_their_defaults(
-    simulator: ServedApp, http: httpx.AsyncClient
-) -> None:
-    licence = await licence_client(simulator, http).fetch_licence(QINGPU)
+    def check_operation_sent(self, request: ReceivedRequest, fields: dict[str, Any]) -> None:
+        """The requester context travels with every query."""
+        assert fields == {
+            "TYSHXYDM": LINGANG,
+            "QQXT": "ywtb-connector",
+            "QQYY": "一证办电",
+            "QQLSH": "conv-0001",
+        }
 
-    assert licence.licence_no == f"YYZZ{QINGPU}"
-    assert licence.issuing_authority == "上海市市场监督管理局"
-    assert licence.issued_on == licence.valid_from == date(2020, 1, 8)
-    assert licence.valid_to == date(2040, 1, 7)
+    async def test_found_licence_maps_every_field(
+        self, simulator: ServedApp, http: httpx.AsyncClient
+    ) -> None:
+        licence = await self.make_client(simulator.url, http).fetch_licence(LINGANG)
 
-
-@pytest.mark.parametrize(
-    ("uscc", "word", "status"),
-    [
-        ("91310115MA1HW74707", "存续", RegistrationStatus.ACTIVE),
-        ("91310104MA1GK3350C", "在业", RegistrationStatus.ACTIVE),
-        ("91310113MA1GT8791M", "吊销", RegistrationStatus.REVOKED),
-        ("91310109MA1H02843H", "注销", RegistrationStatus.CANCELLED),
-        ("91310110MA1FY6792B", "迁出", RegistrationStatus.MOVED_OUT),
-    ],
-)
-async def test_each_registration_status_word_maps_to_its_meaning(
-    simulator: ServedApp, http: httpx.AsyncClient, uscc: str, word: str, status: str
-) -> None:
-    seeded = {licence.uscc: licence.status for licence in load_seed().licences}
-    assert seeded[uscc] == word
-
-    licence = await licence_client(simulator, http).fetch_licence(uscc)
-
-    assert licence.registration_status == status
-
-
-async def test_expired_licence_is_served_with_its_end_date(
-    simulator: ServedApp, http: httpx.AsyncClient
-) -> None:
-    licence = await licence_client(simulator, http).fetch_licence(SONGJIANG)
-
-    assert licence.registration_status == RegistrationStatus.ACTIVE
-    assert licence.valid_to == date(2023, 6, 30)
-
-
-# --- what goes on the wire -------------------------------------------------
-
-
-async def test_request_is_a_signed_soap11_envelope_with_the_requester_context(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    await licence_client(simulator, http).fetch_licence(LINGANG, request_id="conv-0001")
-
-    [request] = control.received
-    assert (request.method, request.path) == ("POST", "/ws/licence")
-    assert request.headers["content-type"].startswith("text/xml")
-    assert request.headers["user-agent"] == USER_AGENT  # the caller's client, untouched
-    envelope = etree.fromstring(request.body)
-    assert envelope.tag == f"{{{SOAP11}}}Envelope"
-
-    ns = wsdl_namespace()
-    body = envelope.find(f"{{{SOAP11}}}Body")
-    assert body is not None
-    [operation] = body
-    assert operation.tag == f"{{{ns}}}QueryLicence"
-    fields = {etree.QName(child).localname: child.text for child in operation}
-    assert fields == {
-        "TYSHXYDM": LINGANG,
-        "QQXT": "ywtb-connector",
-        "QQYY": "一证办电",
-        "QQLSH": "conv-0001",
-    }
-    assert_digest_token(request.body, USERNAME, PASSWORD)
-
-
-async def test_each_call_gets_its_own_request_serial(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    client = licence_client(simulator, http)
-    await client.fetch_licence(LINGANG)
-    await client.fetch_licence(LINGANG)
-
-    ns = wsdl_namespace()
-    serials = [
-        etree.fromstring(request.body).findtext(f".//{{{ns}}}QQLSH") for request in control.received
-    ]
-    assert len(serials) == 2
-    assert all(serials)
-    assert serials[0] != serials[1]
-
-
-async def test_simulator_refuses_a_replayed_request(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    await licence_client(simulator, http).fetch_licence(LINGANG)
-    [original] = control.received
-
-    await assert_replay_refused(http, f"{simulator.url}/ws/licence", original.body, WSDL_PATH)
-
-
-async def test_simulator_accepts_a_plain_text_password(
-    simulator: ServedApp, http: httpx.AsyncClient
-) -> None:
-    ns = wsdl_namespace()
-    envelope = f"""<soap:Envelope xmlns:soap="{SOAP11}" xmlns:wsse="{WSSE}" xmlns:l="{ns}">
-      <soap:Header><wsse:Security><wsse:UsernameToken>
-        <wsse:Username>{USERNAME}</wsse:Username>
-        <wsse:Password Type="{PASSWORD_TEXT}">{PASSWORD}</wsse:Password>
-      </wsse:UsernameToken></wsse:Security></soap:Header>
-      <soap:Body><l:QueryLicence>
-        <l:TYSHXYDM>{LINGANG}</l:TYSHXYDM><l:QQXT>manual</l:QQXT>
-        <l:QQYY>一证办电</l:QQYY><l:QQLSH>manual-1</l:QQLSH>
-      </l:QueryLicence></soap:Body></soap:Envelope>"""
-
-    response = await http.post(
-        f"{simulator.url}/ws/licence",
-        content=envelope.encode(),
-        headers={"Content-Type": "text/xml; charset=utf-8"},
-    )
-
-    assert response.status_code == 200
-    answer = etree.fromstring(response.content)
-    assert answer.findtext(f"{{{SOAP11}}}Body/{{{ns}}}QueryLicenceResponse/{{{ns}}}QYMC") == (
-        "上海临港绿能储能科技有限公司"
-    )
-
-
-async def test_served_wsdl_is_the_one_in_the_repository(
-    simulator: ServedApp, http: httpx.AsyncClient
-) -> None:
-    # Apart from the address, the document is the repository's, byte for byte in C14N.
-    served = await assert_serves_repository_wsdl(
-        http, f"{simulator.url}/ws/licence", WSDL_PATH, "QueryLicence"
-    )
-
-    repo = etree.parse(str(WSDL_PATH)).getroot()
-    assert served.get("targetNamespace") == repo.get("targetNamespace") == wsdl_namespace()
-    operations = [op.get("name") for op in served.iter(f"{{{WSDL}}}operation")]
-    assert operations == [op.get("name") for op in repo.iter(f"{{{WSDL}}}operation")]
-
-
-async def test_building_the_client_touches_no_network() -> None:
-    requests = await requests_made_building(
-        lambda http: LicenceClient(
-            base_url="http://licence.invalid", username=USERNAME, password=PASSWORD, http=http
+        assert licence == BusinessLicence(
+            uscc=LINGANG,
+            name="上海临港绿能储能科技有限公司",
+            legal_representative="周建华",
+            address="中国（上海）自由贸易试验区临港新片区新杨公路1800弄2号2385室",
+            registration_status=RegistrationStatus.ACTIVE,
+            licence_no=f"YYZZ{LINGANG}",
+            issuing_authority="中国（上海）自由贸易试验区临港新片区市场监督管理局",
+            issued_on=date(2021, 3, 9),
+            valid_from=date(2019, 8, 16),
+            valid_to=None,
         )
+
+    async def test_missing_optional_seed_fields_get_their_defaults(
+        self, simulator: ServedApp, http: httpx.AsyncClient
+    ) -> None:
+        licence = await self.make_client(simulator.url, http).fetch_licence(QINGPU)
+
+        assert licence.licence_no == f"YYZZ{QINGPU}"
+        assert licence.issuing_authority == "上海市市场监督管理局"
+        assert licence.issued_on == licence.valid_from == date(2020, 1, 8)
+        assert licence.valid_to == date(2040, 1, 7)
+
+    @pytest.mark.parametrize(
+        ("uscc", "word", "status"),
+        [
+            ("91310115MA1HW74707", "存续", RegistrationStatus.ACTIVE),
+            ("91310104MA1GK3350C", "在业", RegistrationStatus.ACTIVE),
+            ("91310113MA1GT8791M", "吊销", RegistrationStatus.REVOKED),
+            ("91310109MA1H02843H", "注销", RegistrationStatus.CANCELLED),
+            ("91310110MA1FY6792B", "迁出", RegistrationStatus.MOVED_OUT),
+        ],
     )
+    async def test_each_registration_status_word_maps_to_its_meaning(
+        self, simulator: ServedApp, http: httpx.AsyncClient, uscc: str, word: str, status: str
+    ) -> None:
+        seeded = {licence.uscc: licence.status for licence in load_seed().licences}
+        assert seeded[uscc] == word
 
-    assert requests == []
+        licence = await self.make_client(simulator.url, http).fetch_licence(uscc)
 
+        assert licence.registration_status == status
 
-# --- failures --------------------------------------------------------------
+    async def test_expired_licence_is_served_with_its_end_date(
+        self, simulator: ServedApp, http: httpx.AsyncClient
+    ) -> None:
+        licence = await self.make_client(simulator.url, http).fetch_licence(SONGJIANG)
 
+        assert licence.registration_status == RegistrationStatus.ACTIVE
+        assert licence.valid_to == date(2023, 6, 30)
 
-async def test_unknown_credential_is_not_found_and_not_retried(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    with pytest.raises(NotFound) as caught:
-        await licence_client(simulator, http).fetch_licence(UNKNOWN)
-
-    assert caught.value.context["platform_code"] == "E3001"
-    assert control.calls["QueryLicence"] == 1
-
-
-async def test_bad_password_is_unauthorized_and_not_retried(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    client = licence_client(simulator, http, password="not-the-password", attempts=3)
-
-    with pytest.raises(Unauthorized):
+    async def test_each_call_gets_its_own_request_serial(
+        self, simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+    ) -> None:
+        client = self.make_client(simulator.url, http)
+        await client.fetch_licence(LINGANG)
         await client.fetch_licence(LINGANG)
 
-    assert control.calls["QueryLicence"] == 1
-    assert len(control.received) == 1
+        ns = wsdl_namespace()
+        serials = [
+            etree.fromstring(request.body).findtext(f".//{{{ns}}}QQLSH")
+            for request in control.received
+        ]
+        assert len(serials) == 2
+        assert all(serials)
+        assert serials[0] != serials[1]
 
+    async def test_simulator_accepts_a_plain_text_password(
+        self, simulator: ServedApp, http: httpx.AsyncClient
+    ) -> None:
+        ns = wsdl_namespace()
+        envelope = f"""<soap:Envelope xmlns:soap="{SOAP11}" xmlns:wsse="{WSSE}" xmlns:l="{ns}">
+          <soap:Header><wsse:Security><wsse:UsernameToken>
+            <wsse:Username>{USERNAME}</wsse:Username>
+            <wsse:Password Type="{PASSWORD_TEXT}">{PASSWORD}</wsse:Password>
+          </wsse:UsernameToken></wsse:Security></soap:Header>
+          <soap:Body><l:QueryLicence>
+            <l:TYSHXYDM>{LINGANG}</l:TYSHXYDM><l:QQXT>manual</l:QQXT>
+            <l:QQYY>一证办电</l:QQYY><l:QQLSH>manual-1</l:QQLSH>
+          </l:QueryLicence></soap:Body></soap:Envelope>"""
 
-async def test_platform_down_is_unavailable_after_every_attempt(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    put = await http.put(f"{simulator.url}/_admin/faults", json={"down": True})
-    assert put.status_code == 200
+        response = await http.post(
+            f"{simulator.url}/ws/licence",
+            content=envelope.encode(),
+            headers={"Content-Type": "text/xml; charset=utf-8"},
+        )
 
-    with pytest.raises(PlatformUnavailable):
-        await licence_client(simulator, http, attempts=3).fetch_licence(LINGANG)
+        assert response.status_code == 200
+        answer = etree.fromstring(response.content)
+        assert answer.findtext(f"{{{SOAP11}}}Body/{{{ns}}}QueryLicenceResponse/{{{ns}}}QYMC") == (
+            "上海临港绿能储能科技有限公司"
+        )
 
-    assert len(control.received) == 3
-    assert control.calls["QueryLicence"] == 0
+    async def test_unknown_credential_is_not_found_and_not_retried(
+        self, simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+    ) -> None:
+        with pytest.raises(NotFound) as caught:
+            await self.make_client(simulator.url, http).fetch_licence(UNKNOWN)
 
-
-async def test_answer_slower_than_the_timeout_is_unavailable(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    control.faults = Faults(latency_s=1.5)
-
-    with pytest.raises(PlatformUnavailable, match="timed out"):
-        await licence_client(simulator, http, timeout_s=0.2, attempts=2).fetch_licence(LINGANG)
-
-    assert len(control.received) == 2
-
-
-async def test_injected_server_errors_are_retried_until_the_platform_recovers(
-    simulator: ServedApp, control: SimulatorControl
-) -> None:
-    statuses: list[int] = []
-
-    async def recover_after_two_errors(response: httpx.Response) -> None:
-        statuses.append(response.status_code)
-        if len(statuses) == 2:
-            control.faults = Faults()
-
-    control.faults = Faults(error_rate=1.0)
-    async with httpx.AsyncClient(event_hooks={"response": [recover_after_two_errors]}) as http:
-        licence = await licence_client(simulator, http, attempts=3).fetch_licence(LINGANG)
-
-    assert licence.uscc == LINGANG
-    assert statuses == [500, 500, 200]
-    assert control.calls["QueryLicence"] == 1
+        assert caught.value.context["platform_code"] == "E3001"
+        assert control.calls["QueryLicence"] == 1
 
 
 # --- the default seed ------------------------------------------------------

@@ -7,7 +7,6 @@ checks it and records what it applied; answers come back as SOAP 1.1.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -17,20 +16,14 @@ from fastapi import FastAPI
 from lxml import etree
 
 from adapters.marketing.client import MarketingClient
-from adapters.marketing.mapping import WSDL_PATH
+from adapters.marketing.errors import PLATFORM
+from adapters.marketing.mapping import SERVICE_PATH, WSDL_PATH
 from adapters.marketing.simulator import create_app
-from adapters.simulation import Faults, ServedApp, SimulatorControl
-from contract_tests.helpers import (
-    SOAP11,
-    USER_AGENT,
-    assert_digest_token,
-    assert_replay_refused,
-    assert_serves_repository_wsdl,
-    requests_made_building,
-)
+from adapters.simulation import ReceivedRequest, ServedApp, SimulatorControl
+from contract_tests.base import SoapContract
 from contract_tests.helpers import wsdl_namespace as namespace_of
 from schemas.cases import MarketingNotice
-from schemas.errors import InvalidInput, PlatformRejected, PlatformUnavailable, Unauthorized
+from schemas.errors import InvalidInput, PlatformRejected, Unauthorized
 
 USERNAME = "ywtb-connector"
 PASSWORD = "marketing-test-secret"
@@ -54,28 +47,125 @@ def notice(
     )
 
 
-@pytest.fixture
-def simulator(control: SimulatorControl, serve: Callable[[FastAPI], ServedApp]) -> ServedApp:
-    """A fresh marketing system per test: nothing applied, nothing rejected."""
-    return serve(create_app(username=USERNAME, password=PASSWORD, control=control))
+class TestMarketingContract(SoapContract):
+    """The shared contract (``contract_tests/base.py``), for the marketing system."""
 
+    platform = PLATFORM
+    operation = "ReceiveNotice"
+    interface_file = WSDL_PATH
+    service_path = SERVICE_PATH
+    username = USERNAME
+    password = PASSWORD
+    client_type = MarketingClient
 
-def marketing_client(
-    simulator: ServedApp,
-    http: httpx.AsyncClient,
-    *,
-    password: str = PASSWORD,
-    timeout_s: float = 2.0,
-    attempts: int = 3,
-) -> MarketingClient:
-    return MarketingClient(
-        base_url=simulator.url,
-        username=USERNAME,
-        password=password,
-        http=http,
-        timeout_s=timeout_s,
-        attempts=attempts,
-    )
+    def make_app(self, control: SimulatorControl, **options: Any) -> FastAPI:
+        """A fresh marketing system: nothing applied, nothing rejected."""
+        return create_app(username=USERNAME, password=PASSWORD, control=control)
+
+    async def call(self, client: MarketingClient) -> None:
+        await client.notify(notice())
+
+    def check_operation_sent(self, request: ReceivedRequest, fields: dict[str, Any]) -> None:
+        """The notice is a ReceiveNotice with its SOAPAction, its time in China time."""
+        assert request.headers["soapaction"] == '"http://yx.sgcc.sh/ws/notice/ReceiveNotice"'
+        assert fields == {
+            "TZID": "evt-0001",
+            "TZLX": "permit_decision",
+            "SQBH": "app-0001",
+            "FSSJ": "2024-05-06T09:30:00+08:00",
+            "NR": '{"permit_no":"浦东道路〔2024〕第118号","valid_to":"2024-08-31"}',
+        }
+
+    async def check_applied_once(self, http: httpx.AsyncClient, simulator: ServedApp) -> None:
+        answer = await recorded(http, simulator)
+        assert [n["TZID"] for n in answer["notices"]] == ["evt-0001"]
+        assert answer["counts"] == {"evt-0001": 1}
+
+    async def check_refused_credential(
+        self, error: Exception, http: httpx.AsyncClient, simulator: ServedApp
+    ) -> None:
+        assert isinstance(error, Unauthorized)
+        assert error.context["platform_code"] == "E1001"
+        assert (await recorded(http, simulator))["notices"] == []
+
+    async def check_after_replay(self, http: httpx.AsyncClient, simulator: ServedApp) -> None:
+        assert (await recorded(http, simulator))["counts"] == {"evt-0001": 1}
+
+    async def test_notices_are_recorded_in_arrival_order(
+        self, simulator: ServedApp, http: httpx.AsyncClient
+    ) -> None:
+        client = self.make_client(simulator.url, http)
+        await client.notify(notice("evt-1", "case_received", payload={"case_no": "SH-1"}))
+        await client.notify(notice("evt-2", "stage_changed", payload={"stage": "accepted"}))
+        await client.notify(notice("evt-3", "permit_decision"))
+
+        answer = await recorded(http, simulator)
+        assert [(n["TZID"], n["TZLX"]) for n in answer["notices"]] == [
+            ("evt-1", "case_received"),
+            ("evt-2", "stage_changed"),
+            ("evt-3", "permit_decision"),
+        ]
+        assert json.loads(answer["notices"][1]["NR"]) == {"stage": "accepted"}
+        assert answer["counts"] == {"evt-1": 1, "evt-2": 1, "evt-3": 1}
+
+    async def test_a_repeated_notice_is_accepted_counted_and_applied_once(
+        self, simulator: ServedApp, control: SimulatorControl
+    ) -> None:
+        results: list[str | None] = []
+
+        async def read_result(response: httpx.Response) -> None:
+            await response.aread()
+            results.append(etree.fromstring(response.content).findtext(f".//{{{ns}}}JG"))
+
+        ns = wsdl_namespace()
+        async with httpx.AsyncClient(event_hooks={"response": [read_result]}) as http:
+            client = self.make_client(simulator.url, http)
+            await client.notify(notice("evt-dup"))
+            await client.notify(notice("evt-dup"))
+
+        assert results == ["0", "1"], "已接收, then 重复通知（已接收）"
+        assert control.calls["ReceiveNotice"] == 2
+        async with httpx.AsyncClient() as http:
+            answer = await recorded(http, simulator)
+        assert [n["TZID"] for n in answer["notices"]] == ["evt-dup"]
+        assert answer["counts"] == {"evt-dup": 2}
+
+    async def test_a_notice_without_a_time_zone_never_leaves(
+        self, simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+    ) -> None:
+        with pytest.raises(InvalidInput) as caught:
+            await self.make_client(simulator.url, http).notify(
+                notice(occurred_at=datetime(2024, 5, 6, 9, 30))
+            )
+
+        assert caught.value.field == "occurred_at"
+        assert not control.received
+
+    async def test_a_rejected_kind_is_platform_rejected_and_not_retried(
+        self, simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+    ) -> None:
+        put = await http.put(f"{simulator.url}/_admin/reject", json=["permit_decision"])
+        assert put.json() == ["permit_decision"]
+        client = self.make_client(simulator.url, http)
+
+        with pytest.raises(PlatformRejected) as caught:
+            await client.notify(notice("evt-refused", "permit_decision"))
+        await client.notify(notice("evt-other", "stage_changed"))
+
+        assert caught.value.platform == "marketing"
+        assert caught.value.platform_code == "2"
+        assert "permit_decision" in caught.value.detail
+        answer = await recorded(http, simulator)
+        assert [n["TZID"] for n in answer["notices"]] == ["evt-other"]
+        assert answer["counts"] == {"evt-refused": 1, "evt-other": 1}
+
+        cleared = await http.delete(f"{simulator.url}/_admin/reject")
+        assert cleared.status_code == 204
+        await client.notify(notice("evt-refused", "permit_decision"))
+        assert [n["TZID"] for n in (await recorded(http, simulator))["notices"]] == [
+            "evt-other",
+            "evt-refused",
+        ]
 
 
 async def recorded(http: httpx.AsyncClient, simulator: ServedApp) -> dict[str, Any]:
@@ -87,209 +177,3 @@ async def recorded(http: httpx.AsyncClient, simulator: ServedApp) -> dict[str, A
 
 def wsdl_namespace() -> str:
     return namespace_of(WSDL_PATH)
-
-
-# --- what goes on the wire -------------------------------------------------
-
-
-async def test_the_notice_is_a_signed_soap11_receive_notice(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    await marketing_client(simulator, http).notify(notice())
-
-    [request] = control.received
-    assert (request.method, request.path) == ("POST", "/ws/notice")
-    assert request.headers["content-type"].startswith("text/xml")
-    assert request.headers["soapaction"] == '"http://yx.sgcc.sh/ws/notice/ReceiveNotice"'
-    assert request.headers["user-agent"] == USER_AGENT  # the caller's client, untouched
-    envelope = etree.fromstring(request.body)
-    assert envelope.tag == f"{{{SOAP11}}}Envelope"
-
-    ns = wsdl_namespace()
-    body = envelope.find(f"{{{SOAP11}}}Body")
-    assert body is not None
-    [operation] = body
-    assert operation.tag == f"{{{ns}}}ReceiveNotice"
-    fields = {etree.QName(child).localname: child.text for child in operation}
-    assert fields == {
-        "TZID": "evt-0001",
-        "TZLX": "permit_decision",
-        "SQBH": "app-0001",
-        "FSSJ": "2024-05-06T09:30:00+08:00",
-        "NR": '{"permit_no":"浦东道路〔2024〕第118号","valid_to":"2024-08-31"}',
-    }
-    assert all(etree.QName(child).namespace == ns for child in operation)
-    assert_digest_token(request.body, USERNAME, PASSWORD)
-
-
-async def test_notices_are_recorded_in_arrival_order(
-    simulator: ServedApp, http: httpx.AsyncClient
-) -> None:
-    client = marketing_client(simulator, http)
-    await client.notify(notice("evt-1", "case_received", payload={"case_no": "SH-1"}))
-    await client.notify(notice("evt-2", "stage_changed", payload={"stage": "accepted"}))
-    await client.notify(notice("evt-3", "permit_decision"))
-
-    answer = await recorded(http, simulator)
-    assert [(n["TZID"], n["TZLX"]) for n in answer["notices"]] == [
-        ("evt-1", "case_received"),
-        ("evt-2", "stage_changed"),
-        ("evt-3", "permit_decision"),
-    ]
-    assert json.loads(answer["notices"][1]["NR"]) == {"stage": "accepted"}
-    assert answer["counts"] == {"evt-1": 1, "evt-2": 1, "evt-3": 1}
-
-
-async def test_a_repeated_notice_is_accepted_counted_and_applied_once(
-    simulator: ServedApp, control: SimulatorControl
-) -> None:
-    results: list[str | None] = []
-
-    async def read_result(response: httpx.Response) -> None:
-        await response.aread()
-        results.append(etree.fromstring(response.content).findtext(f".//{{{ns}}}JG"))
-
-    ns = wsdl_namespace()
-    async with httpx.AsyncClient(event_hooks={"response": [read_result]}) as http:
-        client = marketing_client(simulator, http)
-        await client.notify(notice("evt-dup"))
-        await client.notify(notice("evt-dup"))
-
-    assert results == ["0", "1"], "已接收, then 重复通知（已接收）"
-    assert control.calls["ReceiveNotice"] == 2
-    async with httpx.AsyncClient() as http:
-        answer = await recorded(http, simulator)
-    assert [n["TZID"] for n in answer["notices"]] == ["evt-dup"]
-    assert answer["counts"] == {"evt-dup": 2}
-
-
-async def test_a_notice_without_a_time_zone_never_leaves(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        await marketing_client(simulator, http).notify(
-            notice(occurred_at=datetime(2024, 5, 6, 9, 30))
-        )
-
-    assert caught.value.field == "occurred_at"
-    assert not control.received
-
-
-async def test_served_wsdl_is_the_one_in_the_repository(
-    simulator: ServedApp, http: httpx.AsyncClient
-) -> None:
-    await assert_serves_repository_wsdl(
-        http, f"{simulator.url}/ws/notice", WSDL_PATH, "ReceiveNotice"
-    )
-
-
-async def test_building_the_client_touches_no_network() -> None:
-    requests = await requests_made_building(
-        lambda http: MarketingClient(
-            base_url="http://marketing.invalid", username=USERNAME, password=PASSWORD, http=http
-        )
-    )
-
-    assert requests == []
-
-
-# --- the simulator as the marketing system ---------------------------------
-
-
-async def test_simulator_refuses_a_replayed_request(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    await marketing_client(simulator, http).notify(notice())
-    [original] = control.received
-
-    await assert_replay_refused(http, f"{simulator.url}/ws/notice", original.body, WSDL_PATH)
-    assert (await recorded(http, simulator))["counts"] == {"evt-0001": 1}
-
-
-# --- failures --------------------------------------------------------------
-
-
-async def test_bad_password_is_unauthorized_and_not_retried(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    client = marketing_client(simulator, http, password="not-the-password")
-
-    with pytest.raises(Unauthorized) as caught:
-        await client.notify(notice())
-
-    assert caught.value.context["platform_code"] == "E1001"
-    assert control.calls["ReceiveNotice"] == 1
-    assert len(control.received) == 1
-    assert (await recorded(http, simulator))["notices"] == []
-
-
-async def test_a_rejected_kind_is_platform_rejected_and_not_retried(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    put = await http.put(f"{simulator.url}/_admin/reject", json=["permit_decision"])
-    assert put.json() == ["permit_decision"]
-    client = marketing_client(simulator, http)
-
-    with pytest.raises(PlatformRejected) as caught:
-        await client.notify(notice("evt-refused", "permit_decision"))
-    await client.notify(notice("evt-other", "stage_changed"))
-
-    assert caught.value.platform == "marketing"
-    assert caught.value.platform_code == "2"
-    assert "permit_decision" in caught.value.detail
-    answer = await recorded(http, simulator)
-    assert [n["TZID"] for n in answer["notices"]] == ["evt-other"]
-    assert answer["counts"] == {"evt-refused": 1, "evt-other": 1}
-
-    cleared = await http.delete(f"{simulator.url}/_admin/reject")
-    assert cleared.status_code == 204
-    await client.notify(notice("evt-refused", "permit_decision"))
-    assert [n["TZID"] for n in (await recorded(http, simulator))["notices"]] == [
-        "evt-other",
-        "evt-refused",
-    ]
-
-
-async def test_platform_down_is_unavailable_after_every_attempt(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    put = await http.put(f"{simulator.url}/_admin/faults", json={"down": True})
-    assert put.status_code == 200
-
-    with pytest.raises(PlatformUnavailable) as caught:
-        await marketing_client(simulator, http, attempts=3).notify(notice())
-
-    assert caught.value.platform == "marketing"
-    assert len(control.received) == 3
-    assert control.calls["ReceiveNotice"] == 0
-
-
-async def test_answer_slower_than_the_timeout_is_unavailable(
-    simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
-) -> None:
-    control.faults = Faults(latency_s=1.5)
-
-    with pytest.raises(PlatformUnavailable, match="timed out"):
-        await marketing_client(simulator, http, timeout_s=0.2, attempts=2).notify(notice())
-
-    assert len(control.received) == 2
-
-
-async def test_injected_server_faults_are_retried_and_the_notice_applied_once(
-    simulator: ServedApp, control: SimulatorControl
-) -> None:
-    statuses: list[int] = []
-
-    async def recover_after_two_errors(response: httpx.Response) -> None:
-        statuses.append(response.status_code)
-        if len(statuses) == 2:
-            control.faults = Faults()
-
-    control.faults = Faults(error_rate=1.0)
-    async with httpx.AsyncClient(event_hooks={"response": [recover_after_two_errors]}) as http:
-        await marketing_client(simulator, http, attempts=3).notify(notice())
-        answer = await recorded(http, simulator)
-
-    assert statuses[:3] == [500, 500, 200]
-    assert [n["TZID"] for n in answer["notices"]] == ["evt-0001"]
-    assert answer["counts"] == {"evt-0001": 1}

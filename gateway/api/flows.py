@@ -24,7 +24,7 @@ from gateway.applications import visible_application
 from gateway.store.models import Application, Delivery, TimelineEntry
 from schemas.applications import DeliveryRecord, TimelineItem
 from schemas.cases import StageChangeResource, StageReport
-from schemas.errors import InvalidInput, NotFound
+from schemas.errors import FieldError, InvalidInput, NotFound
 from schemas.permits import PermitResource, PermitWorks
 
 router = APIRouter(tags=["flows"])
@@ -154,12 +154,13 @@ async def load_timeline(session: AsyncSession, application_id: str) -> list[Time
 
 
 def _parsed(parse: Callable[[dict[str, Any]], T], data: dict[str, Any]) -> T:
-    """The platform's body as a canonical model; its ValueError names the field."""
+    """The platform's body as a canonical model; its ``FieldError`` names the field."""
     try:
         return parse(data)
+    except FieldError as exc:
+        raise InvalidInput(exc.field, exc.reason) from exc
     except ValueError as exc:
-        field, _, reason = str(exc).partition(": ")
-        raise InvalidInput(field if reason else "body", reason or str(exc)) from exc
+        raise InvalidInput("body", str(exc)) from exc
 
 
 @router.post(

@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.logs import request_id
 from gateway.tracing import TRACE_ID_HEADER, current_ids
-from schemas.applications import VOLTAGE_LEVELS
+from schemas.applications import field_path
 from schemas.errors import (
     Conflict,
     ConnectorError,
@@ -180,12 +180,10 @@ def problem(
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc]
+    parts = list(loc)
     if parts and parts[0] in {"body", "query", "path", "header"}:
         parts = parts[1:]
-    # The tag of a tagged union (request.<voltage level>.capacity_kva) is not a field.
-    parts = [p for p in parts if p not in VOLTAGE_LEVELS]
-    return ".".join(parts) or "body"
+    return field_path(parts) or "body"
 
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

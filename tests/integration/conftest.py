@@ -65,7 +65,7 @@ def platforms(settings: Settings, api_port: int) -> Iterator[dict[str, Platform]
         ),
         "project": project_simulator.create_app(
             seed,
-            app_key=settings.project.app_key,
+            app_id=settings.project.app_id,
             app_secret=settings.project.app_secret.get_secret_value(),
             control=controls["project"],
         ),

@@ -23,6 +23,8 @@ EXPIRED = "91310117MA1J51014Q"  # licence validity ended 2023-06-30
 JINSHAN = "91310116MA1HB39777"  # active; its project below is revoked
 JINSHAN_PROJECT = "2019-310116-26-02-002611"
 UNKNOWN = "91310107MA1FR42114"  # valid check character, not in the licence library
+QINGPU = "91310118MA1K4A7275"  # active; the platform holds its project under a former name
+QINGPU_PROJECT = "2021-310118-72-03-000318"
 
 
 def body(
@@ -203,6 +205,18 @@ async def test_a_project_of_another_entity_or_revoked_is_rejected(api: httpx.Asy
     revoked = await _rejected(api, body(JINSHAN, project=JINSHAN_PROJECT, district="310116"))
     assert [r["code"] for r in revoked] == ["project_revoked"]
     assert "撤销" in revoked[0]["message"]
+
+
+async def test_a_project_held_under_another_name_than_the_licence_is_a_name_mismatch(
+    api: httpx.AsyncClient,
+) -> None:
+    mismatch = await _rejected(
+        api, body(QINGPU, voltage="10kV", capacity=630, project=QINGPU_PROJECT, district="310118")
+    )
+
+    assert [r["code"] for r in mismatch] == ["name_mismatch"]
+    assert "上海青浦国际会展服务有限公司" in mismatch[0]["message"]
+    assert "上海青浦会展服务有限公司" in mismatch[0]["message"]
 
 
 async def test_invalid_requests_are_422_problems_naming_the_field_and_store_nothing(

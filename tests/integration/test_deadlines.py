@@ -15,7 +15,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from adapters.ywtb.mapping import format_time
 from gateway.bootstrap import Container, bootstrap
 from gateway.bus import record_to_event
 from gateway.deadlines import deadline_job
@@ -23,7 +22,7 @@ from gateway.settings import Settings
 from gateway.store.db import transaction
 from gateway.store.models import DeadlineAlert, OutboxRow, Permit, utcnow
 from gateway.supervise import Loops, supervise
-from schemas.deadlines import CHINA_STANDARD_TIME
+from schemas.chinatime import CHINA_STANDARD_TIME, format_platform_time
 from schemas.events import APPLICATION_EVENTS, ApplicationEvent
 from tests.integration.conftest import Platform
 from tests.integration.test_applications import JINGAN, body, low_voltage
@@ -167,7 +166,7 @@ async def test_the_status_pushed_to_ywtb_tells_the_promised_limit_and_due_time(
         10,
         "2",
     )
-    assert push["CNBJSJ"] == format_time(datetime.fromisoformat(due_at), "due_at")
+    assert push["CNBJSJ"] == format_platform_time(datetime.fromisoformat(due_at), "due_at")
 
 
 async def test_a_received_at_in_the_future_is_refused(api: httpx.AsyncClient) -> None:

@@ -43,7 +43,7 @@ async def chunked(body: bytes, size: int = 65536) -> AsyncIterator[bytes]:
 def project_client(answer: httpx.Response) -> ProjectClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: answer))
     return ProjectClient(
-        http, base_url="http://project.test", app_key="k", app_secret="s", attempts=1
+        http=http, base_url="http://project.test", app_id="k", app_secret="s", attempts=1
     )
 
 

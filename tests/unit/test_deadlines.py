@@ -11,8 +11,8 @@ import pytest
 from gateway.reports import median, p90
 from schemas.applications import Procedure
 from schemas.cases import Stage
+from schemas.chinatime import CHINA_STANDARD_TIME
 from schemas.deadlines import (
-    CHINA_STANDARD_TIME,
     Calendar,
     CalendarYear,
     DayKind,
