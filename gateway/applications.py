@@ -414,18 +414,7 @@ async def unfinished_jobs(session: AsyncSession, application_id: str) -> list[De
         )
         .order_by(Delivery.updated_at, Delivery.worker)
     )
-    return [
-        DeliveryRecord(
-            worker=row.worker,
-            event_id=row.event_id,
-            event_type=row.event_type,
-            status=row.status,
-            attempts=row.attempts,
-            last_error=row.last_error,
-            updated_at=row.updated_at,
-        )
-        for row in rows
-    ]
+    return [DeliveryRecord.model_validate(row, from_attributes=True) for row in rows]
 
 
 async def record_outcomes(

@@ -131,15 +131,7 @@ async def load_timeline(session: AsyncSession, application_id: str) -> list[Time
     deliveries: dict[str, list[DeliveryRecord]] = {}
     for row in rows:
         deliveries.setdefault(row.event_id, []).append(
-            DeliveryRecord(
-                worker=row.worker,
-                event_id=row.event_id,
-                event_type=row.event_type,
-                status=row.status,
-                attempts=row.attempts,
-                last_error=row.last_error,
-                updated_at=row.updated_at,
-            )
+            DeliveryRecord.model_validate(row, from_attributes=True)
         )
     return [
         TimelineItem(
