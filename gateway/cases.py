@@ -24,7 +24,14 @@ from gateway.idempotency import Created, recall, remember, request_hash
 from gateway.outbox import add_event
 from gateway.settings import StageSettings
 from gateway.store.db import Sessions, transaction
-from gateway.store.models import Application, Case, ReceivedCallback, StageChange, utcnow
+from gateway.store.models import (
+    Application,
+    Case,
+    OutboxRow,
+    ReceivedCallback,
+    StageChange,
+    utcnow,
+)
 from schemas.applications import ApplicationRequest, field_path
 from schemas.cases import (
     CaseStatusUpdate,
@@ -368,12 +375,10 @@ class CaseService:
 
 
 async def _stage_change(session: AsyncSession, event_id: str) -> StageChangeResource | None:
-    """A recorded stage change by its event id, with its case number."""
+    """A recorded stage change as it was first answered: its event's data (case number and
+    the promised limit included) and the handler, which only the store keeps."""
     row = await session.scalar(select(StageChange).where(StageChange.event_id == event_id))
-    if row is None:
+    event = await session.scalar(select(OutboxRow).where(OutboxRow.event_id == event_id))
+    if row is None or event is None:
         return None
-    case_no = await session.scalar(
-        select(Case.case_no).where(Case.application_id == row.application_id)
-    )
-    resource = StageChangeResource.model_validate(row, from_attributes=True)
-    return resource.model_copy(update={"case_no": case_no})
+    return StageChangeResource.model_validate({**event.data, "handler": row.handler})

@@ -109,25 +109,17 @@ class EvidenceService:
             if row.valid_to is not None and row.valid_to < date.today():
                 continue
             found[kind] = from_row(row)
+            EVIDENCE_FETCHES.labels(kind.value, "reused").inc()
         return found
 
     async def fetch(self, kind: EvidenceKind, subject: str) -> Evidence:
         """Ask the platform; raises ``NotFound`` or a transient error."""
         record: Record
-        if kind is EvidenceKind.LICENCE:
-            record = await self._licences.fetch_licence(subject)
-        else:
-            record = await self._projects.fetch_project(subject)
-        return Evidence(kind, subject, record, utcnow(), from_store=False)
-
-    async def obtain(self, kind: EvidenceKind, subject: str) -> Evidence:
-        """From the store when fresh and valid, else from the platform."""
-        stored = await self.stored(kind, subject)
-        if stored is not None:
-            EVIDENCE_FETCHES.labels(kind.value, "reused").inc()
-            return stored
         try:
-            fetched = await self.fetch(kind, subject)
+            if kind is EvidenceKind.LICENCE:
+                record = await self._licences.fetch_licence(subject)
+            else:
+                record = await self._projects.fetch_project(subject)
         except NotFound:
             EVIDENCE_FETCHES.labels(kind.value, "not_found").inc()
             raise
@@ -135,7 +127,11 @@ class EvidenceService:
             EVIDENCE_FETCHES.labels(kind.value, "failed").inc()
             raise
         EVIDENCE_FETCHES.labels(kind.value, "fetched").inc()
-        return fetched
+        return Evidence(kind, subject, record, utcnow(), from_store=False)
+
+    async def obtain(self, kind: EvidenceKind, subject: str) -> Evidence:
+        """From the store when fresh and valid, else from the platform."""
+        return await self.stored(kind, subject) or await self.fetch(kind, subject)
 
     async def obtain_and_keep(self, kind: EvidenceKind, subject: str) -> Evidence:
         """``obtain``, keeping a newly fetched record in the store.

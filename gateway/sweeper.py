@@ -265,9 +265,10 @@ class Sweeper:
             await self._finish(item)
             return 0
         event = outbox_event(row)
+        async with self._sessions() as session:  # a worker recorded a failure: close it too
+            failed_before = await session.get(Delivery, item) is not None
         try:
-            # One more try of work that failed before: its delivery row says how it ended.
-            applied = await worker.apply(event, attempts=1, after_failure=True)
+            applied = await worker.apply(event, attempts=1, after_failure=failed_before)
         except TransientError as exc:
             await self._failed(item, event, worker, attempts + 1, exc, dead=False)
             return 0

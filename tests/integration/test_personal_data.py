@@ -331,7 +331,9 @@ async def test_audit_verify_names_the_seq_of_a_changed_or_deleted_record(
                 assert created.status_code == 201, created.text
                 assert (await api.get(created.headers["Location"])).status_code == 200
             refused = await api.post(
-                "/callbacks/ywtb/cases", content=b"{}", headers={"X-App-Id": "forger"}
+                "/callbacks/ywtb/cases",
+                content=b"{}",
+                headers={"X-App-Id": "forger", "Content-Type": "application/json"},
             )
             assert refused.status_code == 401
             failed, _ = await post_signed(

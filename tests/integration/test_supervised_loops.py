@@ -83,7 +83,12 @@ async def test_a_failing_relay_and_periodic_job_are_restarted_and_reported(
         await eventually(published, timeout_s=30)
         await eventually(lambda: _running(container, "relay"), timeout_s=10)
         snapshot = loops.snapshot()
-        assert set(snapshot) == {"relay", "job.flaky", "worker.timeline", "worker.timeline.retry"}
+        assert set(snapshot) == {
+            "relay",
+            *(f"job.{name}" for name in PERIODIC_JOBS),
+            "worker.timeline",
+            "worker.timeline.retry",
+        }
         assert loops.stuck() == []
     finally:
         stop.set()
