@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.access import Client
-from gateway.deadlines import DeadlineService
+from gateway.deadlines import DeadlineService, stages_and_cases
 from gateway.deliveries import DeliveryStatus
 from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep
 from gateway.idempotency import recall, remember
@@ -36,7 +36,6 @@ from gateway.store.models import (
     ApplicationEvidence,
     Case,
     Delivery,
-    StageChange,
     credential_index,
     utcnow,
 )
@@ -344,17 +343,7 @@ class ApplicationService:
             .execution_options(populate_existing=True)
         ):
             links.setdefault(link.application_id, []).append(link)
-        changes: dict[str, list[StageChange]] = {}
-        for change in await session.scalars(
-            select(StageChange).where(StageChange.application_id.in_(ids))
-        ):
-            changes.setdefault(change.application_id, []).append(change)
-        cases: dict[str, str] = {
-            row[0]: row[1]
-            for row in await session.execute(
-                select(Case.application_id, Case.case_no).where(Case.application_id.in_(ids))
-            )
-        }
+        changes, cases = await stages_and_cases(session, ids)
         now = utcnow()
         return [
             _resource(

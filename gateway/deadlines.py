@@ -54,6 +54,24 @@ def threshold_key(share: float) -> str:
     return str(float(share))
 
 
+async def stages_and_cases(
+    session: AsyncSession, ids: list[str]
+) -> tuple[dict[str, list[StageChange]], dict[str, str]]:
+    """The stage changes and the 一网通办 case number of each of ``ids``, read in bulk."""
+    changes: dict[str, list[StageChange]] = {}
+    for change in await session.scalars(
+        select(StageChange).where(StageChange.application_id.in_(ids))
+    ):
+        changes.setdefault(change.application_id, []).append(change)
+    cases: dict[str, str] = {
+        row[0]: row[1]
+        for row in await session.execute(
+            select(Case.application_id, Case.case_no).where(Case.application_id.in_(ids))
+        )
+    }
+    return changes, cases
+
+
 class DeadlineService:
     def __init__(self, sessions: Sessions, settings: DeadlineSettings, calendar: Calendar) -> None:
         self._sessions = sessions
@@ -117,19 +135,7 @@ class DeadlineService:
                 if not batch:
                     return counts
                 ids = [a.id for a in batch]
-                changes: dict[str, list[StageChange]] = {}
-                for change in await session.scalars(
-                    select(StageChange).where(StageChange.application_id.in_(ids))
-                ):
-                    changes.setdefault(change.application_id, []).append(change)
-                cases: dict[str, str] = {
-                    row[0]: row[1]
-                    for row in await session.execute(
-                        select(Case.application_id, Case.case_no).where(
-                            Case.application_id.in_(ids)
-                        )
-                    )
-                }
+                changes, cases = await stages_and_cases(session, ids)
                 known = {
                     (a.application_id, a.scope, a.threshold)
                     for a in await session.scalars(
