@@ -23,6 +23,14 @@ PLATFORMS: tuple[Platform[Any], ...] = (LICENCE, PROJECT, PERMIT, YWTB, MARKETIN
 M = TypeVar("M", bound=BaseModel)
 
 
+def filling(role: str) -> Platform[Any]:
+    """The platform that fills ``role`` (a port of the core, a ``Container`` attribute)."""
+    for platform in PLATFORMS:
+        if platform.role == role:
+            return platform
+    raise LookupError(f"no platform fills {role}")
+
+
 def calling_back() -> list[tuple[Platform[SignedPlatformSettings], Callback[Any]]]:
     """The platforms that call us back (signed, so their settings hold the callback key)."""
     found: list[tuple[Platform[SignedPlatformSettings], Callback[Any]]] = []
