@@ -84,8 +84,8 @@ class Simulated:
     seed: Seed
     api_url: str  # the connector's API, where a platform posts its callbacks
     control: SimulatorControl
-    decision_delay_s: float = 5.0  # how long a platform that decides later takes
-    callback_backoff_s: float = 1.0  # first pause before an undelivered callback is retried
+    decision_delay_s: float  # how long a platform that decides later takes
+    callback_backoff_s: float  # first pause before an undelivered callback is retried
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -159,8 +159,7 @@ def _parsed(parse: Callable[[dict[str, Any]], T], data: dict[str, Any]) -> T:
         raise InvalidInput("body", str(exc)) from exc
 
 
-#: What the core does with each canonical model a platform calls us back with (the
-#: fields it adds to the platform's acknowledgement), and the problems it may answer.
+#: The core's handling of a decoded callback: the fields it adds to the acknowledgement.
 Receive = Callable[[Container, Any, str, dict[str, Any]], Awaitable[dict[str, str]]]
 
 
@@ -177,6 +176,8 @@ async def _inbound_case(
     return {"application_id": await container.cases.receive(case, app_id, data)}
 
 
+#: What the core does with each canonical model a platform calls us back with, and the
+#: problems it may answer.
 RECEIVERS: dict[type[BaseModel], tuple[Receive, tuple[int, ...]]] = {
     PermitDecision: (_permit_decision, (401, 404, 422)),
     InboundCase: (_inbound_case, (401, 422)),
@@ -194,14 +195,18 @@ def _callback_route(
     return route
 
 
-for _platform, _callback in calling_back():
-    _receive, _problems = RECEIVERS[_callback.model]
-    router.add_api_route(
-        _callback.path,
-        _callback_route(_platform.name, _callback, _receive),
-        methods=["POST"],
-        name=_callback.route_name,
-        tags=["callbacks"],
-        summary=_callback.summary,
-        responses=problem_responses(*_problems),
-    )
+def _add_callback_routes() -> None:
+    for platform, callback in calling_back():
+        receive, problems = RECEIVERS[callback.model]
+        router.add_api_route(
+            callback.path,
+            _callback_route(platform.name, callback, receive),
+            methods=["POST"],
+            name=callback.route_name,
+            tags=["callbacks"],
+            summary=callback.summary,
+            responses=problem_responses(*problems),
+        )
+
+
+_add_callback_routes()
