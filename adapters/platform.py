@@ -44,8 +44,15 @@ class PlatformSettings(BaseModel):
         ]
 
 
-class SignedPlatformSettings(PlatformSettings):
-    """A platform we call with signed requests and that calls us back signed."""
+class SoapSettings(PlatformSettings):
+    """A SOAP platform: WS-Security UsernameToken."""
+
+    username: str = Field("ywtb-connector", description="WS-Security user name")
+    password: SecretStr = Field(SecretStr(PLACEHOLDER), description="WS-Security password")
+
+
+class SigningSettings(PlatformSettings):
+    """A platform we call with signed requests (``adapters.signing``)."""
 
     app_id: str = Field("ywtb-connector", description="our app id on the platform")
     app_secret: SecretStr = Field(
@@ -53,6 +60,11 @@ class SignedPlatformSettings(PlatformSettings):
         description="our signing key (shared secret, or SM2 private key hex)",
     )
     algorithm: str = Field("hmac-sha256", description="hmac-sha256, hmac-sm3 or sm2-sm3")
+
+
+class SignedPlatformSettings(SigningSettings):
+    """A platform we call with signed requests and that calls us back signed."""
+
     callback_app_id: str = Field(
         "platform", description="the app id the platform signs callbacks with"
     )
@@ -64,10 +76,14 @@ class SignedPlatformSettings(PlatformSettings):
     callback_window_s: float = Field(300.0, description="accepted clock difference of callbacks")
 
 
-def endpoint(
+C = TypeVar("C")
+
+
+def _endpoint(
     settings: PlatformSettings, http: httpx.AsyncClient, breaker: CircuitBreaker
 ) -> dict[str, Any]:
-    """The keyword arguments every platform client takes: where, how long, how often."""
+    """What every platform client takes: the shared HTTP client, where, how long, how often,
+    its breaker."""
     return {
         "http": http,
         "base_url": settings.url,
@@ -75,6 +91,37 @@ def endpoint(
         "attempts": settings.attempts,
         "breaker": breaker,
     }
+
+
+def soap_client(
+    client: Callable[..., C],
+) -> Callable[[SoapSettings, httpx.AsyncClient, CircuitBreaker], C]:
+    """How a ``SoapClient`` subclass is built from its settings."""
+
+    def build(settings: SoapSettings, http: httpx.AsyncClient, breaker: CircuitBreaker) -> C:
+        return client(
+            username=settings.username,
+            password=settings.password.get_secret_value(),
+            **_endpoint(settings, http, breaker),
+        )
+
+    return build
+
+
+def signed_client(
+    client: Callable[..., C],
+) -> Callable[[SigningSettings, httpx.AsyncClient, CircuitBreaker], C]:
+    """How a ``SignedRestClient`` subclass is built from its settings."""
+
+    def build(settings: SigningSettings, http: httpx.AsyncClient, breaker: CircuitBreaker) -> C:
+        return client(
+            app_id=settings.app_id,
+            app_secret=settings.app_secret.get_secret_value(),
+            algorithm=settings.algorithm,
+            **_endpoint(settings, http, breaker),
+        )
+
+    return build
 
 
 @dataclass(frozen=True)

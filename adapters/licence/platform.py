@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from httpx import AsyncClient
-from pydantic import Field, SecretStr
 
 from adapters.licence import simulator
 from adapters.licence.client import LicenceClient
 from adapters.licence.errors import PLATFORM
-from adapters.platform import PLACEHOLDER, Platform, PlatformSettings, Simulated, endpoint
-from adapters.ports import LicenceRegistry
-from adapters.resilience import CircuitBreaker
+from adapters.platform import (
+    Platform,
+    Simulated,
+    SoapSettings,
+    soap_client,
+)
 
 
-class LicenceSettings(PlatformSettings):
+class LicenceSettings(SoapSettings):
     """电子证照库 (electronic licence library), SOAP with WS-Security UsernameToken."""
-
-    username: str = Field("ywtb-connector", description="WS-Security user name")
-    password: SecretStr = Field(SecretStr(PLACEHOLDER), description="WS-Security password")
-
-
-def _client(
-    settings: LicenceSettings, http: AsyncClient, breaker: CircuitBreaker
-) -> LicenceRegistry:
-    return LicenceClient(
-        username=settings.username,
-        password=settings.password.get_secret_value(),
-        **endpoint(settings, http, breaker),
-    )
 
 
 def _simulator(settings: LicenceSettings, simulated: Simulated) -> FastAPI:
@@ -44,6 +32,6 @@ LICENCE = Platform(
     name=PLATFORM,
     settings_model=LicenceSettings,
     role="licences",
-    client=_client,
+    client=soap_client(LicenceClient),
     simulator=_simulator,
 )

@@ -4,16 +4,19 @@ simulator, and its decision callbacks."""
 from __future__ import annotations
 
 from fastapi import FastAPI
-from httpx import AsyncClient
 
 from adapters.envelope import CALLBACK_ACK
 from adapters.permit import simulator
 from adapters.permit.client import PermitClient
 from adapters.permit.errors import PLATFORM
 from adapters.permit.mapping import decision_from_callback
-from adapters.platform import Callback, Platform, SignedPlatformSettings, Simulated, endpoint
-from adapters.ports import PermitAuthority
-from adapters.resilience import CircuitBreaker
+from adapters.platform import (
+    Callback,
+    Platform,
+    SignedPlatformSettings,
+    Simulated,
+    signed_client,
+)
 from schemas.permits import PermitDecision
 
 CALLBACK_PATH = "/callbacks/permits"
@@ -21,17 +24,6 @@ CALLBACK_PATH = "/callbacks/permits"
 
 class PermitSettings(SignedPlatformSettings):
     """占掘路行政审批: the road authority's permit platform."""
-
-
-def _client(
-    settings: PermitSettings, http: AsyncClient, breaker: CircuitBreaker
-) -> PermitAuthority:
-    return PermitClient(
-        app_id=settings.app_id,
-        app_secret=settings.app_secret.get_secret_value(),
-        algorithm=settings.algorithm,
-        **endpoint(settings, http, breaker),
-    )
 
 
 def _simulator(settings: PermitSettings, simulated: Simulated) -> FastAPI:
@@ -53,7 +45,7 @@ PERMIT = Platform(
     name=PLATFORM,
     settings_model=PermitSettings,
     role="permit_authority",
-    client=_client,
+    client=signed_client(PermitClient),
     simulator=_simulator,
     callback=Callback(
         path=CALLBACK_PATH,

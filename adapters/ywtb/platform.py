@@ -4,13 +4,16 @@ cases it files with us as callbacks."""
 from __future__ import annotations
 
 from fastapi import FastAPI
-from httpx import AsyncClient
 from pydantic import Field
 
 from adapters.envelope import CALLBACK_ACK
-from adapters.platform import Callback, Platform, SignedPlatformSettings, Simulated, endpoint
-from adapters.ports import CaseStatusSink
-from adapters.resilience import CircuitBreaker
+from adapters.platform import (
+    Callback,
+    Platform,
+    SignedPlatformSettings,
+    Simulated,
+    signed_client,
+)
 from adapters.ywtb import simulator
 from adapters.ywtb.client import CaseStatusClient
 from adapters.ywtb.errors import PLATFORM
@@ -22,15 +25,6 @@ class YwtbSettings(SignedPlatformSettings):
     """一网通办: case callbacks in, case status pushes out."""
 
     item_code: str = Field("310100-GDYD-001", description="事项编码 of 一证办电 on 一网通办")
-
-
-def _client(settings: YwtbSettings, http: AsyncClient, breaker: CircuitBreaker) -> CaseStatusSink:
-    return CaseStatusClient(
-        app_id=settings.app_id,
-        app_secret=settings.app_secret.get_secret_value(),
-        algorithm=settings.algorithm,
-        **endpoint(settings, http, breaker),
-    )
 
 
 def _simulator(settings: YwtbSettings, simulated: Simulated) -> FastAPI:
@@ -46,7 +40,7 @@ YWTB = Platform(
     name=PLATFORM,
     settings_model=YwtbSettings,
     role="case_status",
-    client=_client,
+    client=signed_client(CaseStatusClient),
     simulator=_simulator,
     callback=Callback(
         path="/callbacks/ywtb/cases",

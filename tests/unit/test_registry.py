@@ -8,12 +8,14 @@ import importlib
 import inspect
 from typing import Any, get_type_hints
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
 import adapters.ports
 from adapters.platform import Platform
 from adapters.registry import PLATFORMS, calling_back
+from adapters.resilience import CircuitBreaker
 from gateway.api.flows import RECEIVERS, router
 from gateway.bootstrap import Container
 from gateway.settings import Settings
@@ -49,6 +51,21 @@ def test_each_port_of_the_container_is_filled_by_one_platform() -> None:
 
     assert len(roles) == len(set(roles))
     assert set(roles) == port_fields
+
+
+@pytest.mark.parametrize("platform", PLATFORMS, ids=NAMES)
+async def test_a_platform_client_fills_its_port_with_its_breaker(platform: Platform[Any]) -> None:
+    port = get_type_hints(Container)[platform.role]
+    operations = [name for name, value in vars(port).items() if inspect.iscoroutinefunction(value)]
+    breaker = CircuitBreaker(platform.name)
+
+    async with httpx.AsyncClient() as http:
+        client = platform.build_client(Settings(), http, breaker)
+
+    assert operations
+    for operation in operations:
+        assert inspect.iscoroutinefunction(getattr(client, operation)), operation
+    assert getattr(client, "breaker", None) is breaker
 
 
 def test_settings_have_a_field_per_platform_read_from_its_prefix(
