@@ -67,6 +67,9 @@ STALE_TIMESTAMP = "4011"  # 时间戳超出有效期
 REPLAYED_NONCE = "4012"  # 随机数重复
 INTERNAL_ERROR = "5000"  # 系统内部错误
 
+#: Our answer to a platform's callback once it is taken (what the platforms expect).
+CALLBACK_ACK: Mapping[str, str] = {"code": OK, "msg": "成功"}
+
 HTTP_STATUS: dict[str, int] = {
     OK: 200,
     BAD_REQUEST: 400,

@@ -1,7 +1,10 @@
 """The ports the core depends on: one small Protocol per capability.
 
-Adapters implement them; the core never imports an adapter module directly
-(the composition root in ``gateway/bootstrap.py`` wires them).
+Adapters implement them. The core (``gateway/``) imports no module of a
+platform folder: each platform declares the port it fills in its
+``platform.py``, ``adapters/registry.py`` lists the platforms, and the
+composition root (``gateway/bootstrap.py``) builds one client per port from
+that list. ``tests/unit/test_boundaries.py`` walks the imports to hold it so.
 """
 
 from __future__ import annotations

@@ -14,9 +14,6 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from adapters.licence.client import LicenceClient
-from adapters.marketing.client import MarketingClient
-from adapters.permit.client import PermitClient
 from adapters.ports import (
     CaseStatusSink,
     LicenceRegistry,
@@ -24,9 +21,8 @@ from adapters.ports import (
     PermitAuthority,
     ProjectRegistry,
 )
-from adapters.project.client import ProjectClient
+from adapters.registry import PLATFORMS, callback_of, calling_back
 from adapters.resilience import CircuitBreaker
-from adapters.ywtb.client import CaseStatusClient
 from gateway.access import Clients
 from gateway.applications import ApplicationService
 from gateway.audit import AuditLog, AuditTransport
@@ -40,15 +36,11 @@ from gateway.logs import install_mask
 from gateway.permits import PermitService
 from gateway.protect import install, keyring_of
 from gateway.reports import ReportService
-from gateway.settings import (
-    PlatformSettings,
-    Settings,
-    SignedPlatformSettings,
-    load_settings,
-)
+from gateway.settings import Settings, load_settings
 from gateway.store.db import Sessions, open_store
 from gateway.supervise import Loops
 from gateway.tracing import configure_tracing, instrument_http
+from schemas.cases import InboundCase
 from schemas.deadlines import load_calendar
 
 log = logging.getLogger(__name__)
@@ -108,13 +100,6 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
 
     loops = Loops(settings.loops.stall_after_s)
     exchanges = AuditLog(sessions, settings.protection, loops)
-    platforms: dict[str, PlatformSettings] = {
-        "licence": settings.licence,
-        "project": settings.project,
-        "permit": settings.permit,
-        "ywtb": settings.ywtb,
-        "marketing": settings.marketing,
-    }
     http: httpx.AsyncClient = instrument_http(
         overrides.pop("http", None)
         or httpx.AsyncClient(
@@ -122,58 +107,22 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
             transport=AuditTransport(
                 httpx.AsyncHTTPTransport(),
                 exchanges,
-                {httpx.URL(p.url).netloc.decode("ascii"): name for name, p in platforms.items()},
+                {
+                    httpx.URL(p.settings_of(settings).url).netloc.decode("ascii"): p.name
+                    for p in PLATFORMS
+                },
             ),
         )
     )
-    breakers = {
-        name: CircuitBreaker(name) for name in ("licence", "project", "permit", "ywtb", "marketing")
+    breakers = {p.name: CircuitBreaker(p.name) for p in PLATFORMS}
+    # The port each platform fills (a Container attribute), unless a test hands one in.
+    ports: dict[str, Any] = {
+        p.role: overrides.pop(p.role, None) or p.build_client(settings, http, breakers[p.name])
+        for p in PLATFORMS
     }
-
-    def common(name: str, platform: PlatformSettings) -> dict[str, Any]:
-        """What every platform client takes: where, how long, how often, its breaker."""
-        return {
-            "base_url": platform.url,
-            "timeout_s": platform.timeout_s,
-            "attempts": platform.attempts,
-            "breaker": breakers[name],
-        }
-
-    def signed(name: str, platform: SignedPlatformSettings) -> dict[str, Any]:
-        return common(name, platform) | {
-            "app_id": platform.app_id,
-            "app_secret": platform.app_secret.get_secret_value(),
-            "algorithm": platform.algorithm,
-        }
-
-    licences: LicenceRegistry = overrides.pop("licences", None) or LicenceClient(
-        http=http,
-        username=settings.licence.username,
-        password=settings.licence.password.get_secret_value(),
-        **common("licence", settings.licence),
-    )
-    projects: ProjectRegistry = overrides.pop("projects", None) or ProjectClient(
-        http=http,
-        app_id=settings.project.app_id,
-        app_secret=settings.project.app_secret.get_secret_value(),
-        algorithm=settings.project.algorithm,
-        **common("project", settings.project),
-    )
-    permit_authority: PermitAuthority = overrides.pop("permit_authority", None) or PermitClient(
-        http=http, **signed("permit", settings.permit)
-    )
-    case_status: CaseStatusSink = overrides.pop("case_status", None) or CaseStatusClient(
-        http=http, **signed("ywtb", settings.ywtb)
-    )
-    marketing: MarketingSystem = overrides.pop("marketing", None) or MarketingClient(
-        http=http,
-        username=settings.marketing.username,
-        password=settings.marketing.password.get_secret_value(),
-        **common("marketing", settings.marketing),
-    )
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
-    evidence = EvidenceService(licences, projects, sessions, settings.evidence)
+    evidence = EvidenceService(ports["licences"], ports["projects"], sessions, settings.evidence)
     deadlines = DeadlineService(
         sessions, settings.deadlines, load_calendar(settings.deadlines.calendar_files)
     )
@@ -184,30 +133,33 @@ async def bootstrap(settings: Settings | None = None, **overrides: Any) -> Conta
         sessions=sessions,
         bus=KafkaBus(settings.kafka),
         http=http,
-        licences=licences,
-        projects=projects,
-        permit_authority=permit_authority,
-        case_status=case_status,
-        marketing=marketing,
         evidence=evidence,
         applications=applications,
-        permits=PermitService(sessions, permit_authority),
-        cases=CaseService(sessions, applications, case_status, deadlines, settings.stages),
+        permits=PermitService(sessions, ports["permit_authority"]),
+        cases=CaseService(
+            sessions,
+            applications,
+            ports["case_status"],
+            deadlines,
+            settings.stages,
+            decode_case=callback_of(InboundCase).decode,
+        ),
         deadlines=deadlines,
         reports=ReportService(sessions, deadlines),
         callbacks={
-            name: CallbackVerifier(
-                name,
-                platform,
+            platform.name: CallbackVerifier(
+                platform.name,
+                platform.settings_of(settings),
                 sessions,
                 exchanges,
                 max_json_depth=settings.limits.json_max_depth,
             )
-            for name, platform in (("permit", settings.permit), ("ywtb", settings.ywtb))
+            for platform, _ in calling_back()
         },
         breakers=breakers,
         dead_letters=DeadLetters(settings.kafka, sessions, settings.dlq),
         clients=clients,
         exchanges=exchanges,
         loops=loops,
+        **ports,
     )

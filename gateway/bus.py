@@ -2,10 +2,12 @@
 
 Only standard Kafka APIs are used, so production points at any Kafka cluster.
 aiokafka exceptions are translated here into ``BrokerUnavailable``. Every
-Kafka client of the connector is built by ``kafka_producer``, ``kafka_consumer``
-or ``kafka_admin`` from ``KafkaSettings``, and started and stopped with ``started`` /
-``stop_quietly``, bounded in time: a broker that is down or hung never holds
-a process longer than ``request_timeout_s`` / ``close_timeout_s``.
+Kafka client of the connector is built here from ``KafkaSettings`` (by
+``kafka_producer``, ``kafka_consumer``, ``kafka_offset_reader`` or
+``kafka_admin``; a test checks no other module constructs one), and started and
+stopped with ``started`` / ``stop_quietly``, bounded in time: a broker that is
+down or hung never holds a process longer than ``request_timeout_s`` /
+``close_timeout_s``.
 """
 
 from __future__ import annotations
@@ -126,6 +128,19 @@ def kafka_consumer(
         # A JoinGroup answer may take a whole session timeout: never time out before it.
         request_timeout_ms=max(int(settings.request_timeout_s * 1000), session_timeout_ms + 5000),
         retry_backoff_ms=RETRY_BACKOFF_MS,
+    )
+
+
+def kafka_offset_reader(settings: KafkaSettings, *, group_id: str | None) -> AIOKafkaConsumer:
+    """A consumer that never joins its group (``assign`` only): it reads the group's committed
+    offsets and single records, for lag and dead-letter counts."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=_bootstrap(settings),
+        client_id=settings.client_id,
+        group_id=group_id,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,  # an empty partition answers at once, not after 500 ms
+        request_timeout_ms=int(settings.request_timeout_s * 1000) + 1000,
     )
 
 

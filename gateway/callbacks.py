@@ -23,10 +23,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapper
 
 from adapters import bounded
+from adapters.platform import SignedPlatformSettings
 from adapters.signing import HEADER_APP_ID, SIGNING_HEADERS, verify_signature
 from gateway.audit import AuditLog, Exchange, digest
 from gateway.metrics import CALLBACK_REFUSALS
-from gateway.settings import SignedPlatformSettings
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import Nonce, ReceivedCallback, utcnow
 from schemas.errors import InvalidInput, Unauthorized

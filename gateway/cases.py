@@ -16,7 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.ports import CaseStatusSink
-from adapters.ywtb.mapping import case_from_callback
 from gateway.applications import ApplicationService
 from gateway.deadlines import DeadlineService
 from gateway.deliveries import DeliveryRef, DeliveryStatus, record_delivery
@@ -84,8 +83,11 @@ class CaseService:
         sink: CaseStatusSink,
         deadlines: DeadlineService,
         settings: StageSettings | None = None,
+        *,
+        decode_case: Callable[[dict[str, Any]], InboundCase],
     ) -> None:
         self._sessions = sessions
+        self._decode_case = decode_case  # a stored case callback's body, read again
         self._applications = applications
         self._sink = sink
         self._deadlines = deadlines
@@ -153,7 +155,7 @@ class CaseService:
         """The applicant's name on a case, from its stored callback (never from the bus)."""
         async with self._sessions() as session:
             callback = await session.get(ReceivedCallback, ("ywtb", case_no))
-        return case_from_callback(callback.body).applicant_name if callback else None
+        return self._decode_case(callback.body).applicant_name if callback else None
 
     async def report_stage(
         self,

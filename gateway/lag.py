@@ -15,23 +15,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from gateway.bus import kafka_errors
+from gateway.bus import kafka_errors, kafka_offset_reader
 from gateway.settings import KafkaSettings
 from schemas.events import all_topics, retry_topic
 
 #: Header naming the worker that dead-lettered a message (``gateway.worker.H_WORKER``).
 DEAD_LETTER_WORKER_HEADER = "ywtb_worker"
-
-
-def _reader(settings: KafkaSettings, group_id: str | None) -> AIOKafkaConsumer:
-    """A consumer that never joins its group: it only reads offsets and single records."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
-        group_id=group_id,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,  # an empty partition answers at once, not after 500 ms
-        request_timeout_ms=int(settings.request_timeout_s * 1000) + 1000,
-    )
 
 
 async def _close(consumer: AIOKafkaConsumer) -> None:
@@ -50,7 +39,7 @@ async def group_lag(
 ) -> list[dict[str, Any]]:
     """One row per partition: committed offset, end offset, lag and age (``age_s``) of the
     oldest unconsumed message of ``group_id``."""
-    consumer = _reader(settings, group_id)
+    consumer = kafka_offset_reader(settings, group_id=group_id)
     rows: list[dict[str, Any]] = []
     with kafka_errors():
         try:
@@ -145,7 +134,7 @@ class DeadLetterTally:
 
     async def refresh(self, *, timeout_s: float = 5.0) -> dict[tuple[str, str], int]:
         """Count what is new on the dead-letter topics; return ``counts()``."""
-        consumer = _reader(self._settings, None)
+        consumer = kafka_offset_reader(self._settings, group_id=None)
         with kafka_errors():
             try:
                 await consumer.start()

@@ -7,14 +7,12 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-from adapters.licence import simulator as licence_simulator
-from adapters.marketing import simulator as marketing_simulator
-from adapters.permit import simulator as permit_simulator
-from adapters.project import simulator as project_simulator
-from adapters.simulation import ServedApp
-from adapters.ywtb import simulator as ywtb_simulator
+from adapters.platform import Simulated
+from adapters.registry import PLATFORMS
+from adapters.simulation import ServedApp, SimulatorControl
 from gateway.api.app import create_app
 from gateway.background import relay_loops, run_supervised, worker_loops
 from gateway.bootstrap import bootstrap
@@ -58,58 +56,32 @@ def run_sandbox(port: int, seed: Path | None) -> None:
         _say("sandbox stopped")
 
 
-def start_simulators(settings: Settings, seed: Seed, api_url: str) -> dict[str, ServedApp]:
-    """Every simulated platform on its own loopback port; ``settings`` point at them."""
-    permit = settings.permit
-    simulators = {
-        "licence": ServedApp(
-            licence_simulator.create_app(
-                seed,
-                username=settings.licence.username,
-                password=settings.licence.password.get_secret_value(),
-            )
-        ),
-        "project": ServedApp(
-            project_simulator.create_app(
-                seed,
-                app_id=settings.project.app_id,
-                app_secret=settings.project.app_secret.get_secret_value(),
-                algorithm=settings.project.algorithm,
-            )
-        ),
-        "permit": ServedApp(
-            permit_simulator.create_app(
-                app_id=permit.app_id,
-                app_secret=permit.app_secret.get_secret_value(),
-                algorithm=permit.algorithm,
-                callback_url=f"{api_url}/callbacks/permits",
-                callback_app_id=permit.callback_app_id,
-                callback_secret=permit.callback_key.get_secret_value(),
+def start_simulators(
+    settings: Settings,
+    seed: Seed,
+    api_url: str,
+    *,
+    controls: Mapping[str, SimulatorControl] | None = None,
+) -> dict[str, ServedApp]:
+    """Every platform of the registry simulated on its own loopback port; ``settings`` point
+    at them. ``controls`` (by platform) inject faults and record what a simulator received."""
+    simulators: dict[str, ServedApp] = {}
+    try:
+        for platform in PLATFORMS:
+            simulated = Simulated(
+                seed=seed,
+                api_url=api_url,
+                control=(controls or {}).get(platform.name) or SimulatorControl(),
                 decision_delay_s=settings.sandbox.permit_decision_delay_s,
-                policy="refuse-long",
+                callback_backoff_s=settings.sandbox.callback_backoff_s,
             )
-        ),
-        "ywtb": ServedApp(
-            ywtb_simulator.create_app(
-                app_id=settings.ywtb.app_id,
-                app_secret=settings.ywtb.app_secret.get_secret_value(),
-                algorithm=settings.ywtb.algorithm,
-            )
-        ),
-        "marketing": ServedApp(
-            marketing_simulator.create_app(
-                username=settings.marketing.username,
-                password=settings.marketing.password.get_secret_value(),
-            )
-        ),
-    }
-    for served in simulators.values():
-        served.start()
-    settings.licence.url = simulators["licence"].url
-    settings.project.url = simulators["project"].url
-    settings.permit.url = simulators["permit"].url
-    settings.ywtb.url = simulators["ywtb"].url
-    settings.marketing.url = simulators["marketing"].url
+            served = ServedApp(platform.build_simulator(settings, simulated)).start()
+            simulators[platform.name] = served
+            platform.settings_of(settings).url = served.url
+    except BaseException:
+        for served in simulators.values():
+            served.stop()
+        raise
     return simulators
 
 

@@ -3,17 +3,18 @@
 Nested per concern; one underscore separates the concern from the field, so
 ``YWTB_KAFKA_BOOTSTRAP`` is ``kafka.bootstrap`` and ``YWTB_LICENCE_URL`` is
 ``licence.url``. Settings are read by ``load_settings()`` only, never at import.
+Each platform's settings model is declared by the platform (``adapters.registry``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER = "change-me"
+from adapters.registry import PLATFORMS
 
 
 class StoreSettings(BaseModel):
@@ -278,66 +279,9 @@ class SandboxSettings(BaseModel):
     permit_decision_delay_s: float = Field(
         5.0, description="how long the simulated road authority takes to decide"
     )
-
-
-class PlatformSettings(BaseModel):
-    """What every outbound platform client has: where, how long, how often."""
-
-    url: str = Field("http://127.0.0.1:0", description="base URL of the platform")
-    timeout_s: float = Field(5.0, description="timeout of one call")
-    attempts: int = Field(3, description="tries of one call on transient errors")
-
-
-class LicenceSettings(PlatformSettings):
-    """电子证照库 (electronic licence library), SOAP with WS-Security UsernameToken."""
-
-    username: str = Field("ywtb-connector", description="WS-Security user name")
-    password: SecretStr = Field(SecretStr(PLACEHOLDER), description="WS-Security password")
-
-
-class ProjectSettings(PlatformSettings):
-    """投资项目在线审批监管平台 (investment project approval platform), signed REST."""
-
-    app_id: str = Field("ywtb-connector", description="our app id on the platform")
-    app_secret: SecretStr = Field(SecretStr(PLACEHOLDER), description="app secret for signing")
-    algorithm: str = Field("hmac-sha256", description="signature algorithm: hmac-sha256, hmac-sm3")
-
-
-class SignedPlatformSettings(PlatformSettings):
-    """A platform we call with signed requests and that calls us back signed."""
-
-    app_id: str = Field("ywtb-connector", description="our app id on the platform")
-    app_secret: SecretStr = Field(
-        SecretStr(PLACEHOLDER),
-        description="our signing key (shared secret, or SM2 private key hex)",
+    callback_backoff_s: float = Field(
+        1.0, description="first pause before a simulated platform retries an undelivered callback"
     )
-    algorithm: str = Field("hmac-sha256", description="hmac-sha256, hmac-sm3 or sm2-sm3")
-    callback_app_id: str = Field(
-        "platform", description="the app id the platform signs callbacks with"
-    )
-    callback_key: SecretStr = Field(
-        SecretStr(PLACEHOLDER),
-        description="key that verifies its callbacks (shared secret, or its SM2 public key hex)",
-    )
-    callback_algorithm: str = Field("hmac-sha256", description="algorithm of its callbacks")
-    callback_window_s: float = Field(300.0, description="accepted clock difference of callbacks")
-
-
-class PermitSettings(SignedPlatformSettings):
-    """占掘路行政审批: the road authority's permit platform."""
-
-
-class YwtbSettings(SignedPlatformSettings):
-    """一网通办: case callbacks in, case status pushes out."""
-
-    item_code: str = Field("310100-GDYD-001", description="事项编码 of 一证办电 on 一网通办")
-
-
-class MarketingSettings(PlatformSettings):
-    """营销系统: the utility's marketing system (SOAP, WS-Security UsernameToken)."""
-
-    username: str = Field("ywtb-connector", description="WS-Security user name")
-    password: SecretStr = Field(SecretStr(PLACEHOLDER), description="WS-Security password")
 
 
 class EvidenceSettings(BaseModel):
@@ -476,7 +420,9 @@ class StageSettings(BaseModel):
     )
 
 
-class Settings(BaseSettings):
+class CoreSettings(BaseSettings):
+    """Everything but the platforms; ``Settings`` adds one field per registered platform."""
+
     model_config = SettingsConfigDict(
         env_prefix="YWTB_",
         env_nested_delimiter="_",
@@ -497,12 +443,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
-    licence: LicenceSettings = Field(default_factory=LicenceSettings)
-    project: ProjectSettings = Field(default_factory=ProjectSettings)
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
-    permit: PermitSettings = Field(default_factory=PermitSettings)
-    ywtb: YwtbSettings = Field(default_factory=YwtbSettings)
-    marketing: MarketingSettings = Field(default_factory=MarketingSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
@@ -513,26 +454,19 @@ class Settings(BaseSettings):
     protection: ProtectionSettings = Field(default_factory=ProtectionSettings)
 
     @model_validator(mode="after")
-    def _no_placeholders_in_production(self) -> Settings:
+    def _no_placeholders_in_production(self) -> CoreSettings:
         if self.environment == "production":
-            secrets = {
-                "licence.password": self.licence.password,
-                "project.app_secret": self.project.app_secret,
-                "permit.app_secret": self.permit.app_secret,
-                "permit.callback_key": self.permit.callback_key,
-                "ywtb.app_secret": self.ywtb.app_secret,
-                "ywtb.callback_key": self.ywtb.callback_key,
-                "marketing.password": self.marketing.password,
-            }
             bad = [
-                name for name, value in secrets.items() if value.get_secret_value() == PLACEHOLDER
+                f"{platform.name}.{secret}"
+                for platform in PLATFORMS
+                for secret in platform.settings_of(self).placeholders()
             ]
             if bad:
                 raise ValueError(f"placeholder secrets in production: {', '.join(bad)}")
         return self
 
     @model_validator(mode="after")
-    def _protection_keys(self) -> Settings:
+    def _protection_keys(self) -> CoreSettings:
         """Production refuses to start without its own keys; the sandbox gets development ones."""
         protection = self.protection
         if self.environment == "production":
@@ -567,6 +501,22 @@ class Settings(BaseSettings):
         if protection.current_key_id not in protection.keys:
             raise ValueError("protection.current_key_id must name one of protection.keys")
         return self
+
+
+def _with_platforms() -> type[CoreSettings]:
+    """``CoreSettings`` plus ``<name>: <its settings model>`` for each platform of the registry
+    (so ``YWTB_LICENCE_URL`` is ``licence.url``)."""
+    fields: dict[str, Any] = {
+        platform.name: (platform.settings_model, Field(default_factory=platform.settings_model))
+        for platform in PLATFORMS
+    }
+    return create_model("Settings", __base__=CoreSettings, __module__=__name__, **fields)
+
+
+if TYPE_CHECKING:
+    Settings = CoreSettings
+else:
+    Settings = _with_platforms()
 
 
 def load_settings() -> Settings:

@@ -43,6 +43,7 @@ from sqlalchemy import and_, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from adapters.registry import filling
 from adapters.resilience import BreakerState
 from gateway.bootstrap import Container
 from gateway.bus import JSON_FORMAT, outbox_to_message
@@ -87,11 +88,15 @@ class OpenWork:
     since: datetime  # when the work was last touched (the grace period counts from here)
 
 
-#: The platforms a worker's deliveries depend on (their breakers); evidence: per item.
+#: The platforms a worker's deliveries depend on (their breakers), by the port it calls;
+#: evidence: per item (an evidence kind is named as its platform).
 WORKER_PLATFORMS: dict[str, tuple[str, ...]] = {
-    "permits": ("permit",),
-    "marketing": ("marketing",),
-    "ywtb-status": ("ywtb",),
+    worker: (filling(role).name,)
+    for worker, role in (
+        ("permits", "permit_authority"),
+        ("marketing", "marketing"),
+        ("ywtb-status", "case_status"),
+    )
 }
 OPEN, DEAD = "open", "dead"
 

@@ -1,16 +1,22 @@
-"""The asynchronous flows: permits, stage reports, the timeline, and government callbacks."""
+"""The asynchronous flows: permits, stage reports, the timeline, and government callbacks.
+
+A callback route is made for each platform of the registry that calls back
+(``adapters.registry.calling_back``): its path, decoder and acknowledgement are
+the platform's; what the core does with the decoded model is ``RECEIVERS``'.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.permit.mapping import decision_from_callback
-from adapters.ywtb.mapping import case_from_callback
+from adapters.platform import Callback
+from adapters.registry import calling_back
 from gateway.api.applications import REPLAYED, IdempotencyKeyHeader, answered_again
 from gateway.api.deps import (
     ApplicationId,
@@ -21,17 +27,15 @@ from gateway.api.deps import (
 )
 from gateway.api.problems import problem_responses
 from gateway.applications import visible_application
+from gateway.bootstrap import Container
 from gateway.store.models import Application, Delivery, TimelineEntry
 from schemas.applications import DeliveryRecord, TimelineItem
-from schemas.cases import StageChangeResource, StageReport
+from schemas.cases import InboundCase, StageChangeResource, StageReport
 from schemas.errors import FieldError, InvalidInput, NotFound
-from schemas.permits import PermitResource, PermitWorks
+from schemas.permits import PermitDecision, PermitResource, PermitWorks
 
 router = APIRouter(tags=["flows"])
 T = TypeVar("T")
-
-#: What the government platforms expect as an acknowledgement.
-ACK = {"code": "0000", "msg": "成功"}
 
 
 @router.post(
@@ -155,27 +159,54 @@ def _parsed(parse: Callable[[dict[str, Any]], T], data: dict[str, Any]) -> T:
         raise InvalidInput("body", str(exc)) from exc
 
 
-@router.post(
-    "/callbacks/permits",
-    tags=["callbacks"],
-    summary="The road authority's permit decision (signed)",
-    responses=problem_responses(401, 404, 422),
-)
-async def permit_callback(request: Request, container: ContainerDep) -> dict[str, str]:
-    app_id, data = await container.callbacks["permit"].verify(request)
-    decision = _parsed(decision_from_callback, data)
+#: The core's handling of a decoded callback: the fields it adds to the acknowledgement.
+Receive = Callable[[Container, Any, str, dict[str, Any]], Awaitable[dict[str, str]]]
+
+
+async def _permit_decision(
+    container: Container, decision: PermitDecision, app_id: str, data: dict[str, Any]
+) -> dict[str, str]:
     await container.permits.apply_decision(decision, app_id, data)
-    return ACK
+    return {}
 
 
-@router.post(
-    "/callbacks/ywtb/cases",
-    tags=["callbacks"],
-    summary="A case filed on 一网通办 (signed); becomes one 一证办电 application",
-    responses=problem_responses(401, 422),
-)
-async def case_callback(request: Request, container: ContainerDep) -> dict[str, str]:
-    app_id, data = await container.callbacks["ywtb"].verify(request)
-    case = _parsed(case_from_callback, data)
-    application_id = await container.cases.receive(case, app_id, data)
-    return {**ACK, "application_id": application_id}
+async def _inbound_case(
+    container: Container, case: InboundCase, app_id: str, data: dict[str, Any]
+) -> dict[str, str]:
+    return {"application_id": await container.cases.receive(case, app_id, data)}
+
+
+#: What the core does with each canonical model a platform calls us back with, and the
+#: problems it may answer.
+RECEIVERS: dict[type[BaseModel], tuple[Receive, tuple[int, ...]]] = {
+    PermitDecision: (_permit_decision, (401, 404, 422)),
+    InboundCase: (_inbound_case, (401, 422)),
+}
+
+
+def _callback_route(
+    platform: str, callback: Callback[Any], receive: Receive
+) -> Callable[[Request, ContainerDep], Awaitable[dict[str, str]]]:
+    async def route(request: Request, container: ContainerDep) -> dict[str, str]:
+        app_id, data = await container.callbacks[platform].verify(request)
+        received = _parsed(callback.decode, data)
+        return {**callback.ack, **await receive(container, received, app_id, data)}
+
+    return route
+
+
+def _add_callback_routes() -> None:
+    for platform, callback in calling_back():
+        receive, problems = RECEIVERS[callback.model]
+        router.add_api_route(
+            callback.path,
+            _callback_route(platform.name, callback, receive),
+            methods=["POST"],
+            name=callback.route_name,
+            tags=["callbacks"],
+            summary=callback.summary,
+            responses=problem_responses(*problems),
+        )
+
+
+_add_callback_routes()

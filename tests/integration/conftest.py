@@ -9,15 +9,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from adapters.licence import simulator as licence_simulator
-from adapters.marketing import simulator as marketing_simulator
-from adapters.permit import simulator as permit_simulator
-from adapters.project import simulator as project_simulator
+from adapters.registry import PLATFORMS
 from adapters.simulation import ServedApp, SimulatorControl
-from adapters.ywtb import simulator as ywtb_simulator
 from gateway.api.app import create_app
 from gateway.bootstrap import Container, bootstrap
 from gateway.devbroker import free_port
+from gateway.sandbox import start_simulators
 from gateway.settings import EvidenceSettings, Settings
 from schemas.seed import load_seed
 
@@ -52,51 +49,13 @@ def platforms(settings: Settings, api_port: int) -> Iterator[dict[str, Platform]
     settings.marketing.password = SecretStr("marketing-password")
     settings.worker.retry_delays_s = [0.5, 0.5]
     settings.evidence = EvidenceSettings(budget_s=1.0, max_age_s=3600)
-    seed = load_seed()
-    controls = {
-        name: SimulatorControl() for name in ("licence", "project", "permit", "ywtb", "marketing")
-    }
-    apps = {
-        "licence": licence_simulator.create_app(
-            seed,
-            username=settings.licence.username,
-            password=settings.licence.password.get_secret_value(),
-            control=controls["licence"],
-        ),
-        "project": project_simulator.create_app(
-            seed,
-            app_id=settings.project.app_id,
-            app_secret=settings.project.app_secret.get_secret_value(),
-            control=controls["project"],
-        ),
-        "permit": permit_simulator.create_app(
-            app_id=settings.permit.app_id,
-            app_secret=settings.permit.app_secret.get_secret_value(),
-            callback_url=f"http://127.0.0.1:{api_port}/callbacks/permits",
-            callback_app_id=settings.permit.callback_app_id,
-            callback_secret=settings.permit.callback_key.get_secret_value(),
-            decision_delay_s=1.0,
-            policy="refuse-long",
-            control=controls["permit"],
-            callback_backoff_s=0.2,
-        ),
-        "ywtb": ywtb_simulator.create_app(
-            app_id=settings.ywtb.app_id,
-            app_secret=settings.ywtb.app_secret.get_secret_value(),
-            control=controls["ywtb"],
-        ),
-        "marketing": marketing_simulator.create_app(
-            username=settings.marketing.username,
-            password=settings.marketing.password.get_secret_value(),
-            control=controls["marketing"],
-        ),
-    }
-    running = {name: Platform(ServedApp(app).start(), controls[name]) for name, app in apps.items()}
-    settings.licence.url = running["licence"].served.url
-    settings.project.url = running["project"].served.url
-    settings.permit.url = running["permit"].served.url
-    settings.ywtb.url = running["ywtb"].served.url
-    settings.marketing.url = running["marketing"].served.url
+    settings.sandbox.permit_decision_delay_s = 1.0
+    settings.sandbox.callback_backoff_s = 0.2
+    controls = {platform.name: SimulatorControl() for platform in PLATFORMS}
+    served = start_simulators(
+        settings, load_seed(), f"http://127.0.0.1:{api_port}", controls=controls
+    )
+    running = {name: Platform(app, controls[name]) for name, app in served.items()}
     try:
         yield running
     finally:

@@ -5,17 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
+from adapters.registry import PLATFORMS
 from gateway.protect import keyring_of
 from gateway.settings import SANDBOX_DATA_KEYS, Settings
 
+#: A secret of its own for every secret of every platform (placeholders are refused).
 SECRETS: dict[str, Any] = {
-    "licence": {"password": "p"},
-    "project": {"app_secret": "s"},
-    "permit": {"app_secret": "s", "callback_key": "k"},
-    "ywtb": {"app_secret": "s", "callback_key": "k"},
-    "marketing": {"password": "p"},
+    platform.name: {
+        name: f"{platform.name}-{name}"
+        for name, field in platform.settings_model.model_fields.items()
+        if field.annotation is SecretStr
+    }
+    for platform in PLATFORMS
 }
 OWN_KEYS = {
     "keys": {"2026-11": "a1" * 16},
