@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, true, update
+from sqlalchemy import ColumnElement, Select, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.access import Client
-from gateway.deadlines import DeadlineService, stages_and_cases
+from gateway.deadlines import DeadlineService, stage_changes_of
 from gateway.deliveries import DeliveryStatus
 from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep
 from gateway.idempotency import recall, remember
@@ -87,6 +87,11 @@ def visible_to(client: Client) -> ColumnElement[bool]:
     ``applications:all`` sees every one (一网通办's cases included). Use it in every query
     that reads applications for a client; anything else answers 404 as if it did not exist."""
     return true() if client.sees_all else Application.owner == client.name
+
+
+def with_case_no(query: Select[Application]) -> Select[Application, str | None]:
+    """``query`` with each application's 一网通办 case number (None when it came by the API)."""
+    return query.add_columns(Case.case_no).outerjoin(Case, Case.application_id == Application.id)
 
 
 async def visible_application(
@@ -285,9 +290,7 @@ class ApplicationService:
         session.add(application)
         session.add_all(links)
         await add_events(session, events)
-        return _resource(
-            application, sorted(links, key=lambda link: link.kind), deadline=clock
-        ).model_copy(update={"jobs": []})
+        return _resource(application, sorted(links, key=lambda link: link.kind), deadline=clock)
 
     async def check_visible(self, application_id: str, client: Client) -> None:
         """``NotFound`` unless ``client`` may see the application (see ``visible_to``)."""
@@ -310,15 +313,18 @@ class ApplicationService:
         self, session: AsyncSession, application_id: str, client: Client | None = None
     ) -> ApplicationResource:
         """The application as the API answers it (as ``client`` sees it, when given)."""
-        application = await session.scalar(
-            select(Application).where(
-                Application.id == application_id,
-                true() if client is None else visible_to(client),
+        found = (
+            await session.execute(
+                with_case_no(select(Application)).where(
+                    Application.id == application_id,
+                    true() if client is None else visible_to(client),
+                )
             )
-        )
-        if application is None:
+        ).first()
+        if found is None:
             raise NotFound(f"application {application_id} not found")
-        resource = (await self._resources(session, [application]))[0]
+        application, case_no = found
+        resource = (await self._resources(session, [(application, case_no)]))[0]
         jobs = await unfinished_jobs(session, application_id)
         return resource.model_copy(update={"jobs": jobs})
 
@@ -326,11 +332,9 @@ class ApplicationService:
         self, filters: ApplicationFilter, *, client: Client, cursor: str | None, limit: int
     ) -> ApplicationPage:
         """Applications the client may see, oldest first, ``limit`` per page."""
-        query = select(Application)
+        query = with_case_no(select(Application))
         if filters.case_no is not None:
-            query = query.join(Case, Case.application_id == Application.id).where(
-                Case.case_no == filters.case_no
-            )
+            query = query.where(Case.case_no == filters.case_no)
         if filters.status is not None:
             query = query.where(Application.status == filters.status.value)
         if filters.deadline_state is not None:
@@ -355,17 +359,18 @@ class ApplicationService:
             )
         query = query.where(visible_to(client)).order_by(Application.created_at, Application.id)
         async with self._sessions() as session:
-            rows = list((await session.scalars(query.limit(limit + 1))).all())
+            rows = [(a, case_no) for a, case_no in await session.execute(query.limit(limit + 1))]
             page = rows[:limit]
             items = await self._resources(session, page)
         more = len(rows) > limit
-        return ApplicationPage(items=items, next_cursor=_cursor(page[-1]) if more else None)
+        return ApplicationPage(items=items, next_cursor=_cursor(page[-1][0]) if more else None)
 
     async def _resources(
-        self, session: AsyncSession, applications: list[Application]
+        self, session: AsyncSession, found: list[tuple[Application, str | None]]
     ) -> list[ApplicationResource]:
-        """The resources of ``applications``, their evidence, case and clock read in bulk."""
-        ids = [a.id for a in applications]
+        """The resources of applications (with their case numbers), their evidence and clock
+        read in bulk."""
+        ids = [a.id for a, _ in found]
         links: dict[str, list[ApplicationEvidence]] = {}
         for link in await session.scalars(
             select(ApplicationEvidence)
@@ -374,16 +379,16 @@ class ApplicationService:
             .execution_options(populate_existing=True)
         ):
             links.setdefault(link.application_id, []).append(link)
-        changes, cases = await stages_and_cases(session, ids)
+        changes = await stage_changes_of(session, ids)
         now = utcnow()
         return [
             _resource(
                 a,
                 links.get(a.id, []),
-                case_no=cases.get(a.id),
+                case_no=case_no,
                 deadline=self._deadlines.compute(a, changes.get(a.id, []), now),
             )
-            for a in applications
+            for a, case_no in found
         ]
 
     async def prepare_completion(
