@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, true, update
+from sqlalchemy import ColumnElement, Select, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.access import Client
-from gateway.deadlines import DeadlineService, stages_and_cases
+from gateway.deadlines import DeadlineService, stage_changes_of
 from gateway.deliveries import DeliveryStatus
 from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep
 from gateway.idempotency import recall, remember
-from gateway.outbox import add_event
+from gateway.outbox import add_event, add_events
 from gateway.settings import EvidenceSettings
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import (
@@ -89,6 +89,11 @@ def visible_to(client: Client) -> ColumnElement[bool]:
     return true() if client.sees_all else Application.owner == client.name
 
 
+def with_case_no(query: Select[Application]) -> Select[Application, str | None]:
+    """``query`` with each application's 一网通办 case number (None when it came by the API)."""
+    return query.add_columns(Case.case_no).outerjoin(Case, Case.application_id == Application.id)
+
+
 async def visible_application(
     session: AsyncSession, application_id: str, client: Client
 ) -> Application:
@@ -123,28 +128,42 @@ class ApplicationService:
     async def submit(
         self, request: ApplicationRequest, *, client: str, idempotency_key: str | None
     ) -> Submitted:
-        """Sessions strictly one after another, none open while a platform is called:
-        one to look up the key and the stored evidence, none while fetching the
-        rest, one transaction that stores everything and reads back the answer."""
+        """At most one short read, then one transaction, and no session open while a
+        platform is called.
+
+        Evidence this process read from the store moments ago is reused without a
+        query; only when some is not, one short session looks up the key and the
+        stored evidence before the rest is fetched. The transaction stores the
+        application, its evidence and its events together, and the answer is built
+        from what it wrote.
+        """
         check_case_rules(request)
         if request.received_at is not None and request.received_at > utcnow() + CLOCK_SKEW:
             raise InvalidInput("received_at", "is in the future")
         body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
         wanted = {kind: subject_of(kind, request) for kind in required_evidence(request)}
-        async with self._sessions() as session:
-            if idempotency_key:
-                earlier = await self._replay(session, client, idempotency_key, body_hash)
-                if earlier is not None:
-                    return Submitted(earlier, created=False)
-            stored = await self._evidence.stored_in(session, wanted)
+        stored = self._evidence.recent(wanted)
+        key_checked = False
+        if len(stored) < len(wanted):
+            async with self._sessions() as session:
+                if idempotency_key:
+                    earlier = await self._replay(session, client, idempotency_key, body_hash)
+                    if earlier is not None:
+                        return Submitted(earlier, created=False)
+                    key_checked = True
+                unknown = {k: s for k, s in wanted.items() if k not in stored}
+                stored |= await self._evidence.stored_in(session, unknown)
         outcomes: dict[EvidenceKind, Outcome] = {
             kind: stored.get(kind) or EvidenceStatus.PENDING for kind in wanted
         }
         outcomes |= await self._gather({k: s for k, s in wanted.items() if k not in stored})
-        application_id = str(uuid.uuid4())
         try:
             async with transaction(self._sessions) as session:
-                await self._create(session, application_id, request, outcomes, owner=client)
+                if idempotency_key and not key_checked:
+                    earlier = await self._replay(session, client, idempotency_key, body_hash)
+                    if earlier is not None:
+                        return Submitted(earlier, created=False)
+                created = await self._create(session, request, outcomes, owner=client)
                 if idempotency_key:
                     remember(
                         session,
@@ -152,11 +171,9 @@ class ApplicationService:
                         key=idempotency_key,
                         scope="applications",
                         fingerprint=body_hash,
-                        application_id=application_id,
-                        resource_id=application_id,
+                        application_id=created.id,
+                        resource_id=created.id,
                     )
-                    await session.flush()
-                created = await self._load(session, application_id)
         except IntegrityError:
             if not idempotency_key:
                 raise
@@ -201,15 +218,16 @@ class ApplicationService:
     async def _create(
         self,
         session: AsyncSession,
-        application_id: str,
         request: ApplicationRequest,
         outcomes: dict[EvidenceKind, Outcome],
         *,
         owner: str,
-    ) -> None:
+    ) -> ApplicationResource:
+        """Add the application, its evidence as it stands and its events to ``session``
+        (written together at commit, no flush); return the resource they make."""
         now = utcnow()
         application = Application(
-            id=application_id,
+            id=str(uuid.uuid4()),
             owner=owner,
             status=ApplicationStatus.EVIDENCE_PENDING.value,
             credential_type=request.applicant.credential_type.value,
@@ -225,27 +243,24 @@ class ApplicationService:
         clock = self._deadlines.compute(application, [], now)
         application.deadline_state = clock.state.value if clock.state else None
         application.due_at = clock.due_at
-        session.add(application)
-        for kind in outcomes:
-            session.add(
-                ApplicationEvidence(
-                    application_id=application_id,
-                    kind=kind.value,
-                    subject=subject_of(kind, request),
-                    status=EvidenceStatus.PENDING.value,
-                    evidence_id=None,
-                    updated_at=now,
-                )
+        links = [
+            ApplicationEvidence(
+                application_id=application.id,
+                kind=kind.value,
+                subject=subject_of(kind, request),
+                updated_at=now,
+                **await _evidence_values(session, outcome),
             )
-        add_event(
-            session,
+            for kind, outcome in outcomes.items()
+        ]
+        events = [
             Event(
                 topic=APPLICATION_EVENTS,
                 type=ApplicationEvent.RECEIVED,
-                key=application_id,
-                subject=application_id,
+                key=application.id,
+                subject=application.id,
                 data={
-                    "application_id": application_id,
+                    "application_id": application.id,
                     "credential_type": request.applicant.credential_type.value,
                     "district_code": request.site.district_code,
                     "business_type": request.request.business_type,
@@ -255,9 +270,27 @@ class ApplicationService:
                     "required_evidence": [k.value for k in outcomes],
                 },
             ),
-        )
-        await session.flush()
-        await record_outcomes(session, application_id, outcomes)
+            *(
+                _evidence_fetched(application.id, outcome)
+                for outcome in outcomes.values()
+                if isinstance(outcome, Evidence)
+            ),
+        ]
+        if EvidenceStatus.PENDING not in outcomes.values():
+            reasons = review(
+                request.applicant,
+                {k: o.record for k, o in outcomes.items() if isinstance(o, Evidence)},
+                [k for k, o in outcomes.items() if o is EvidenceStatus.NOT_FOUND],
+            )
+            status = _status_after_review(reasons)
+            application.status = status.value
+            application.reasons = [r.model_dump(mode="json") for r in reasons]
+            application.dossier_completed_at = now
+            events.append(_completion(application.id, status, reasons))
+        session.add(application)
+        session.add_all(links)
+        await add_events(session, events)
+        return _resource(application, sorted(links, key=lambda link: link.kind), deadline=clock)
 
     async def check_visible(self, application_id: str, client: Client) -> None:
         """``NotFound`` unless ``client`` may see the application (see ``visible_to``)."""
@@ -267,9 +300,7 @@ class ApplicationService:
     async def get(self, application_id: str, client: Client | None = None) -> ApplicationResource:
         """The application; as ``client`` sees it when given (``NotFound`` if not its own)."""
         async with self._sessions() as session:
-            if client is not None:
-                await visible_application(session, application_id, client)
-            return await self._load(session, application_id)
+            return await self._load(session, application_id, client)
 
     async def _replay(
         self, session: AsyncSession, client: str, key: str, body_hash: str
@@ -278,16 +309,22 @@ class ApplicationService:
         earlier = await recall(session, client, key, body_hash)
         return None if earlier is None else await self._load(session, earlier.application_id)
 
-    async def _load(self, session: AsyncSession, application_id: str) -> ApplicationResource:
-        """The application as the API answers it, read through ``session`` (fresh from the rows)."""
-        application = await session.scalar(
-            select(Application)
-            .where(Application.id == application_id)
-            .execution_options(populate_existing=True)
-        )
-        if application is None:
+    async def _load(
+        self, session: AsyncSession, application_id: str, client: Client | None = None
+    ) -> ApplicationResource:
+        """The application as the API answers it (as ``client`` sees it, when given)."""
+        found = (
+            await session.execute(
+                with_case_no(select(Application)).where(
+                    Application.id == application_id,
+                    true() if client is None else visible_to(client),
+                )
+            )
+        ).first()
+        if found is None:
             raise NotFound(f"application {application_id} not found")
-        resource = (await self._resources(session, [application]))[0]
+        application, case_no = found
+        resource = (await self._resources(session, [(application, case_no)]))[0]
         jobs = await unfinished_jobs(session, application_id)
         return resource.model_copy(update={"jobs": jobs})
 
@@ -295,11 +332,9 @@ class ApplicationService:
         self, filters: ApplicationFilter, *, client: Client, cursor: str | None, limit: int
     ) -> ApplicationPage:
         """Applications the client may see, oldest first, ``limit`` per page."""
-        query = select(Application)
+        query = with_case_no(select(Application))
         if filters.case_no is not None:
-            query = query.join(Case, Case.application_id == Application.id).where(
-                Case.case_no == filters.case_no
-            )
+            query = query.where(Case.case_no == filters.case_no)
         if filters.status is not None:
             query = query.where(Application.status == filters.status.value)
         if filters.deadline_state is not None:
@@ -324,17 +359,18 @@ class ApplicationService:
             )
         query = query.where(visible_to(client)).order_by(Application.created_at, Application.id)
         async with self._sessions() as session:
-            rows = list((await session.scalars(query.limit(limit + 1))).all())
+            rows = [(a, case_no) for a, case_no in await session.execute(query.limit(limit + 1))]
             page = rows[:limit]
             items = await self._resources(session, page)
         more = len(rows) > limit
-        return ApplicationPage(items=items, next_cursor=_cursor(page[-1]) if more else None)
+        return ApplicationPage(items=items, next_cursor=_cursor(page[-1][0]) if more else None)
 
     async def _resources(
-        self, session: AsyncSession, applications: list[Application]
+        self, session: AsyncSession, found: list[tuple[Application, str | None]]
     ) -> list[ApplicationResource]:
-        """The resources of ``applications``, their evidence, case and clock read in bulk."""
-        ids = [a.id for a in applications]
+        """The resources of applications (with their case numbers), their evidence and clock
+        read in bulk."""
+        ids = [a.id for a, _ in found]
         links: dict[str, list[ApplicationEvidence]] = {}
         for link in await session.scalars(
             select(ApplicationEvidence)
@@ -343,16 +379,16 @@ class ApplicationService:
             .execution_options(populate_existing=True)
         ):
             links.setdefault(link.application_id, []).append(link)
-        changes, cases = await stages_and_cases(session, ids)
+        changes = await stage_changes_of(session, ids)
         now = utcnow()
         return [
             _resource(
                 a,
                 links.get(a.id, []),
-                case_no=cases.get(a.id),
+                case_no=case_no,
                 deadline=self._deadlines.compute(a, changes.get(a.id, []), now),
             )
-            for a in applications
+            for a, case_no in found
         ]
 
     async def prepare_completion(
@@ -419,16 +455,6 @@ async def record_outcomes(
     for kind, outcome in outcomes.items():
         if outcome is EvidenceStatus.PENDING:
             continue
-        values: dict[str, Any] = {"updated_at": now}
-        if isinstance(outcome, Evidence):
-            values |= {
-                "status": EvidenceStatus.FETCHED.value,
-                "evidence_id": await keep(session, outcome),
-                "record": outcome.snapshot(),
-                "reused": outcome.from_store,
-            }
-        else:
-            values["status"] = outcome.value
         result = await session.execute(
             update(ApplicationEvidence)
             .where(
@@ -436,26 +462,56 @@ async def record_outcomes(
                 ApplicationEvidence.kind == kind.value,
                 ApplicationEvidence.status == EvidenceStatus.PENDING.value,
             )
-            .values(**values)
+            .values(updated_at=now, **await _evidence_values(session, outcome))
         )
         if result.rowcount == 1 and isinstance(outcome, Evidence):  # type: ignore[attr-defined]
-            add_event(
-                session,
-                Event(
-                    topic=APPLICATION_EVENTS,
-                    type=ApplicationEvent.EVIDENCE_FETCHED,
-                    key=application_id,
-                    subject=application_id,
-                    data={
-                        "application_id": application_id,
-                        "kind": kind.value,
-                        "subject": outcome.subject,
-                        "reused": outcome.from_store,
-                        "fetched_at": outcome.fetched_at.isoformat(),
-                    },
-                ),
-            )
+            add_event(session, _evidence_fetched(application_id, outcome))
     await _complete_if_ready(session, application_id)
+
+
+async def _evidence_values(session: AsyncSession, outcome: Outcome) -> dict[str, Any]:
+    """The columns of an application's evidence as ``outcome`` leaves it (a fetched record
+    is kept in the evidence store)."""
+    if isinstance(outcome, Evidence):
+        return {
+            "status": EvidenceStatus.FETCHED.value,
+            "evidence_id": await keep(session, outcome),
+            "record": outcome.snapshot(),
+            "reused": outcome.from_store,
+        }
+    return {"status": outcome.value, "evidence_id": None, "record": None, "reused": None}
+
+
+def _evidence_fetched(application_id: str, evidence: Evidence) -> Event:
+    return Event(
+        topic=APPLICATION_EVENTS,
+        type=ApplicationEvent.EVIDENCE_FETCHED,
+        key=application_id,
+        subject=application_id,
+        data={
+            "application_id": application_id,
+            "kind": evidence.kind.value,
+            "subject": evidence.subject,
+            "reused": evidence.from_store,
+            "fetched_at": evidence.fetched_at.isoformat(),
+        },
+    )
+
+
+def _completion(application_id: str, status: ApplicationStatus, reasons: list[Reason]) -> Event:
+    """The event of a dossier complete with ``status``: completed (ready) or rejected."""
+    completed = status is ApplicationStatus.READY
+    return Event(
+        topic=APPLICATION_EVENTS,
+        type=ApplicationEvent.DOSSIER_COMPLETED if completed else ApplicationEvent.REJECTED,
+        key=application_id,
+        subject=application_id,
+        data={
+            "application_id": application_id,
+            "status": status.value,
+            "reasons": [r.model_dump(mode="json") for r in reasons],
+        },
+    )
 
 
 async def _complete_if_ready(session: AsyncSession, application_id: str) -> None:
@@ -494,23 +550,8 @@ async def _complete_if_ready(session: AsyncSession, application_id: str) -> None
             dossier_completed_at=utcnow(),
         )
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return
-    completed = status is ApplicationStatus.READY
-    add_event(
-        session,
-        Event(
-            topic=APPLICATION_EVENTS,
-            type=ApplicationEvent.DOSSIER_COMPLETED if completed else ApplicationEvent.REJECTED,
-            key=application_id,
-            subject=application_id,
-            data={
-                "application_id": application_id,
-                "status": status.value,
-                "reasons": [r.model_dump(mode="json") for r in reasons],
-            },
-        ),
-    )
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        add_event(session, _completion(application_id, status, reasons))
 
 
 def _cursor(last: Application) -> str:

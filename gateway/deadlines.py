@@ -54,15 +54,21 @@ def threshold_key(share: float) -> str:
     return str(float(share))
 
 
-async def stages_and_cases(
-    session: AsyncSession, ids: list[str]
-) -> tuple[dict[str, list[StageChange]], dict[str, str]]:
-    """The stage changes and the 一网通办 case number of each of ``ids``, read in bulk."""
+async def stage_changes_of(session: AsyncSession, ids: list[str]) -> dict[str, list[StageChange]]:
+    """The stage changes of each of ``ids``, read in bulk."""
     changes: dict[str, list[StageChange]] = {}
     for change in await session.scalars(
         select(StageChange).where(StageChange.application_id.in_(ids))
     ):
         changes.setdefault(change.application_id, []).append(change)
+    return changes
+
+
+async def stages_and_cases(
+    session: AsyncSession, ids: list[str]
+) -> tuple[dict[str, list[StageChange]], dict[str, str]]:
+    """The stage changes and the 一网通办 case number of each of ``ids``, read in bulk."""
+    changes = await stage_changes_of(session, ids)
     cases: dict[str, str] = {
         row[0]: row[1]
         for row in await session.execute(

@@ -8,12 +8,13 @@ held waiting on a government platform.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +27,9 @@ from gateway.store.models import StoredEvidence, utcnow
 from schemas.applications import EvidenceKind
 from schemas.dossier import EVIDENCE_KINDS, record_of
 from schemas.errors import ConnectorError, NotFound
+
+#: Entries of the short-lived cache of stored records beyond which it starts afresh.
+RECENT_MAX = 10_000
 
 Record = BaseModel
 """A canonical record of one of the kinds in ``schemas.dossier.EVIDENCE_KINDS``."""
@@ -81,6 +85,7 @@ class EvidenceService:
         self._projects = projects
         self._sessions = sessions
         self._settings = settings
+        self._recent: dict[tuple[EvidenceKind, str], tuple[float, Evidence]] = {}
 
     async def stored(self, kind: EvidenceKind, subject: str) -> Evidence | None:
         """The stored record if it is fresh and still valid, else None."""
@@ -88,29 +93,56 @@ class EvidenceService:
             found = await self.stored_in(session, {kind: subject})
         return found.get(kind)
 
+    def recent(self, wanted: dict[EvidenceKind, str]) -> dict[EvidenceKind, Evidence]:
+        """The records of ``wanted`` this process read from the store in the last
+        ``reuse_cache_s``, still fresh and valid: reuse decided without a round trip."""
+        now = time.monotonic()
+        found: dict[EvidenceKind, Evidence] = {}
+        for kind, subject in wanted.items():
+            cached = self._recent.get((kind, subject))
+            if cached is not None and cached[0] > now and self._usable(cached[1]):
+                found[kind] = cached[1]
+                EVIDENCE_FETCHES.labels(kind.value, "reused").inc()
+        return found
+
     async def stored_in(
         self, session: AsyncSession, wanted: dict[EvidenceKind, str]
     ) -> dict[EvidenceKind, Evidence]:
-        """The stored records, fresh and still valid, of ``wanted`` (kind → subject).
+        """The stored records, fresh and still valid, of ``wanted`` (kind → subject), in one query.
 
         Reads through the caller's session, so that one short session serves a
         whole request before any platform is called.
         """
-        found: dict[EvidenceKind, Evidence] = {}
-        too_old = utcnow() - timedelta(seconds=self._settings.max_age_s)
-        for kind, subject in wanted.items():
-            row = await session.scalar(
-                select(StoredEvidence).where(
-                    StoredEvidence.kind == kind.value, StoredEvidence.subject == subject
+        if not wanted:
+            return {}
+        rows = await session.scalars(
+            select(StoredEvidence).where(
+                or_(
+                    *(
+                        and_(StoredEvidence.kind == kind.value, StoredEvidence.subject == subject)
+                        for kind, subject in wanted.items()
+                    )
                 )
             )
-            if row is None or row.fetched_at < too_old:
+        )
+        if len(self._recent) >= RECENT_MAX:
+            self._recent.clear()
+        until = time.monotonic() + self._settings.reuse_cache_s
+        found: dict[EvidenceKind, Evidence] = {}
+        for row in rows:
+            evidence = from_row(row)
+            if not self._usable(evidence):
                 continue
-            if row.valid_to is not None and row.valid_to < date.today():
-                continue
-            found[kind] = from_row(row)
-            EVIDENCE_FETCHES.labels(kind.value, "reused").inc()
+            found[evidence.kind] = evidence
+            self._recent[(evidence.kind, evidence.subject)] = (until, evidence)
+            EVIDENCE_FETCHES.labels(evidence.kind.value, "reused").inc()
         return found
+
+    def _usable(self, evidence: Evidence) -> bool:
+        """Fresher than ``max_age_s`` and within its validity."""
+        too_old = utcnow() - timedelta(seconds=self._settings.max_age_s)
+        valid_to = EVIDENCE_KINDS[evidence.kind].provenance(evidence.record).valid_to
+        return evidence.fetched_at >= too_old and (valid_to is None or valid_to >= date.today())
 
     async def fetch(self, kind: EvidenceKind, subject: str) -> Evidence:
         """Ask the platform; raises ``NotFound`` or a transient error."""

@@ -6,8 +6,9 @@ The relay (``gateway.relay``) publishes them; nothing here talks to Kafka.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.store.models import OutboxRow, utcnow
@@ -25,21 +26,30 @@ def add_event(session: AsyncSession, event: Event) -> OutboxRow:
 
     The row keeps the current trace context, which the event carries onward.
     """
-    row = OutboxRow(
-        event_id=event.id,
-        topic=event.topic,
-        key=event.key,
-        key_hash=key_hash(event.key),
-        type=event.type,
-        source=event.source,
-        subject=event.subject,
-        time=event.time,
-        data=event.data,
-        created_at=utcnow(),
-        traceparent=current_traceparent(),
-    )
+    row = OutboxRow(**_columns(event))
     session.add(row)
     return row
+
+
+async def add_events(session: AsyncSession, events: list[Event]) -> None:
+    """``add_event`` for several events in one statement, in their order."""
+    await session.execute(insert(OutboxRow), [_columns(event) for event in events])
+
+
+def _columns(event: Event) -> dict[str, Any]:
+    return {
+        "event_id": event.id,
+        "topic": event.topic,
+        "key": event.key,
+        "key_hash": key_hash(event.key),
+        "type": event.type,
+        "source": event.source,
+        "subject": event.subject,
+        "time": event.time,
+        "data": event.data,
+        "created_at": utcnow(),
+        "traceparent": current_traceparent(),
+    }
 
 
 async def backlog(session: AsyncSession) -> tuple[int, float | None]:

@@ -289,6 +289,9 @@ class EvidenceSettings(BaseModel):
     max_age_s: float = Field(
         86400.0, description="stored evidence older than this is fetched again"
     )
+    reuse_cache_s: float = Field(
+        10.0, ge=0.0, description="a stored record read is reused this long without a query"
+    )
 
 
 class TracingSettings(BaseModel):

@@ -153,7 +153,7 @@ class Sweeper:
         async with self._sessions() as session:
             pending = await session.execute(
                 select(OutboxRow.event_id, Application.updated_at, ApplicationEvidence.kind)
-                .join(Application, Application.id == OutboxRow.key)
+                .join(Application, Application.id == OutboxRow.subject)  # received: its subject
                 .join(ApplicationEvidence, ApplicationEvidence.application_id == Application.id)
                 .where(
                     OutboxRow.type == ApplicationEvent.RECEIVED,

@@ -76,7 +76,7 @@ class OutboxRow(Base):
     key_hash: Mapped[int] = mapped_column(BigInteger, index=True)
     type: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(200))
-    subject: Mapped[str | None] = mapped_column(String(200))
+    subject: Mapped[str | None] = mapped_column(String(200), index=True)
     time: Mapped[datetime]
     data: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("outbox.data"))
     created_at: Mapped[datetime]
@@ -230,7 +230,7 @@ class Delivery(Base):
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     application_id: Mapped[str] = mapped_column(String(64), index=True)
     event_type: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
     attempts: Mapped[int] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(String(1000))
     updated_at: Mapped[datetime]
@@ -269,7 +269,7 @@ class Permit(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     application_id: Mapped[str] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
     request: Mapped[dict[str, Any]]
     filing_no: Mapped[str | None] = mapped_column(String(64), unique=True)
     filed_at: Mapped[datetime | None]
