@@ -7,9 +7,11 @@ lane, one owner, ascending ``seq``). A relay renews its leases once a third of
 the lease has passed, not every round.
 
 A round reads a batch of pending rows, sends all of them, then waits for every
-acknowledgement and marks the acknowledged rows sent in one UPDATE. A row is
-marked sent only after the broker acknowledged it; while the broker is
-unreachable the relay backs off and tries again, losing nothing.
+acknowledgement; the acknowledged rows are marked sent in one UPDATE, while the
+next round reads and sends. A row is marked sent only after the broker
+acknowledged it (a marking lost with the store means the rows are published
+again: at least once); while the broker is unreachable the relay backs off and
+tries again, losing nothing.
 
 What keeps the order of one key on its partition: the rows are sent in ``seq``
 order to one producer, which writes them in that order (aiokafka keeps one
@@ -80,6 +82,8 @@ class Relay:
         self._lanes: list[int] = []
         self._claimed_at = -math.inf  # time.monotonic() of the last claim
         self._wake = asyncio.Event()  # set when a transaction added events
+        self._marking: asyncio.Future[None] | None = None  # rows acknowledged, being marked
+        self._marking_seqs: list[int] = []
 
     async def _claim_lanes(self) -> list[int]:
         """Take free lanes and renew held ones; return the lanes this relay now owns."""
@@ -123,7 +127,11 @@ class Relay:
             )
 
     async def publish_once(self) -> int:
-        """Publish one batch of pending rows from this relay's lanes; return how many were sent."""
+        """Publish one batch of pending rows from this relay's lanes; return how many were sent.
+
+        The rows the broker acknowledged are marked sent while the next batch is read
+        and sent (one marking at a time; that batch leaves out the rows being marked).
+        """
         self._wake.clear()  # what commits from now on wakes the next wait
         try:
             lanes = await self._held_lanes()
@@ -131,31 +139,45 @@ class Relay:
             return 0
         if not lanes:
             return 0
+        pending = [
+            OutboxRow.sent_at.is_(None),
+            (OutboxRow.key_hash % self._settings.lanes).in_(lanes),
+        ]
+        if self._marking is not None and not self._marking.done():
+            pending.append(OutboxRow.seq.not_in(self._marking_seqs))
         async with self._sessions() as session:
             rows = (
                 await session.execute(
                     select(*_PUBLISHED)
-                    .where(
-                        OutboxRow.sent_at.is_(None),
-                        (OutboxRow.key_hash % self._settings.lanes).in_(lanes),
-                    )
+                    .where(*pending)
                     .order_by(OutboxRow.seq)
                     .limit(self._settings.batch_size)
                 )
             ).all()
         if not rows:
+            await self._marked()
             return 0
         acked = await self._bus.publish([(row.topic, outbox_to_message(row)) for row in rows])
         sent = [row.seq for row, ok in zip(rows, acked, strict=True) if ok]
         RELAY_PUBLISHED.inc(len(sent))
+        await self._marked()
         if sent:
-            async with transaction(self._sessions) as session:
-                await session.execute(
-                    update(OutboxRow).where(OutboxRow.seq.in_(sent)).values(sent_at=utcnow())
-                )
+            self._marking, self._marking_seqs = asyncio.ensure_future(self._mark_sent(sent)), sent
         if len(sent) < len(rows):
             raise BrokerUnavailable(f"broker acknowledged {len(sent)} of {len(rows)} events")
         return len(sent)
+
+    async def _mark_sent(self, seqs: list[int]) -> None:
+        async with transaction(self._sessions) as session:
+            await session.execute(
+                update(OutboxRow).where(OutboxRow.seq.in_(seqs)).values(sent_at=utcnow())
+            )
+
+    async def _marked(self) -> None:
+        """Wait for the marking under way, if any (its failure is raised here)."""
+        marking, self._marking = self._marking, None
+        if marking is not None:
+            await marking
 
     async def run(self, stop: asyncio.Event, beat: Beat = lambda: None) -> None:
         """Publish until ``stop`` is set (a loop body for ``supervise``).
@@ -241,10 +263,12 @@ class Relay:
         self._wake.set()
 
     async def _release_quietly(self) -> None:
-        """Give the leases back if the store answers soon; otherwise they expire by themselves."""
+        """Finish marking and give the leases back if the store answers soon; otherwise the
+        unmarked rows are published again, and the leases expire by themselves."""
         try:
             with store_errors():
                 async with asyncio.timeout(_RELEASE_TIMEOUT_S):
+                    await self._marked()
                     await self.release()
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("relay leases left to expire", extra={"error": str(exc)})
