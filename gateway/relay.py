@@ -228,13 +228,17 @@ class Relay:
     async def _listen(self, stop: asyncio.Event) -> None:
         """Wake the relay on each notification of committed events (PostgreSQL ``LISTEN``),
         on a connection of its own, reconnecting with back-off while the store is away."""
-        url = self._sessions.engine.url.set(drivername="postgresql")
+        engine = self._sessions.engine
+        # The pool's connection parameters (host, credentials, ssl), less SQLAlchemy's own.
+        params = engine.dialect.create_connect_args(engine.url)[1]
+        for own in ("prepared_statement_cache_size", "prepared_statement_name_func"):
+            params.pop(own, None)
         backoff = 0.1
         while not stop.is_set():
             connected = time.monotonic()
             try:
                 async with asyncio.timeout(_LISTEN_TIMEOUT_S):
-                    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+                    connection = await asyncpg.connect(**params)
                 try:
                     await self._listen_on(connection, stop)
                 finally:
