@@ -202,7 +202,7 @@ class Bench:
         self.keep("callback", "signed 一网通办 case callbacks, SM2-with-SM3 verified", rows)
 
     async def relay(self, _stack: Stack) -> None:
-        result = await relay_vs_producer(5000)
+        result = await relay_vs_producer(10_000)
         say(
             f"  relay {result['relay_events_per_s']} ev/s, "
             f"producer {result['baseline_events_per_s']} ev/s"

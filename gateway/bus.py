@@ -17,7 +17,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeAlias
+from datetime import datetime
+from typing import Any, Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -28,7 +29,6 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from gateway.settings import KafkaSettings
-from gateway.store.models import OutboxRow
 from schemas.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,30 @@ RETRY_BACKOFF_MS = 500
 KafkaClient: TypeAlias = "AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient"
 
 
-def outbox_to_message(row: OutboxRow) -> ce_kafka.KafkaMessage:
+class OutboxEvent(Protocol):
+    """What a message is made of: an ``OutboxRow``, or a row of its columns."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def data(self) -> Any: ...
+    @property
+    def traceparent(self) -> str | None: ...
+
+
+def outbox_to_message(row: OutboxEvent) -> ce_kafka.KafkaMessage:
     """An outbox row as a Kafka message: ``ce_`` headers, JSON data, key = aggregate id."""
     attributes: dict[str, Any] = {
         "id": row.event_id,

@@ -8,6 +8,8 @@ and, with ``--chart``, draws days per customer class against the limits.
 
 ``ywtb audit verify|export`` checks and exports the exchange log; ``ywtb keys rotate``
 re-encrypts the personal fields under the current key.
+
+The long-running commands (``serve``, ``relay``, ``worker``) run on uvloop.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import uvloop
 
 from gateway.logs import configure_logging
 from gateway.settings import load_settings
@@ -141,15 +145,15 @@ def main(argv: list[str] | None = None) -> int:
 
         run_sandbox(args.port, args.seed)
     elif args.command == "serve":
-        asyncio.run(_serve(args.host, args.port))
+        uvloop.run(_serve(args.host, args.port))
     elif args.command == "relay":
         from gateway.background import relay_loops
 
-        asyncio.run(_host(relay_loops))
+        uvloop.run(_host(relay_loops))
     elif args.command == "worker":
         from gateway.background import worker_loops
 
-        asyncio.run(_host(lambda container: worker_loops(container, args.name)))
+        uvloop.run(_host(lambda container: worker_loops(container, args.name)))
     elif args.command == "dlq":
         return _dlq(args)
     elif args.command == "lag":

@@ -3,25 +3,52 @@
 Rows are split into lanes by ``key_hash % lanes``. A relay publishes only the
 lanes it holds a lease on, so several relays against one store never publish a
 row twice in normal operation, and all rows of one key keep their order (one
-lane, one owner, ascending ``seq``). A row is marked sent only after the broker
-acknowledged it; while the broker is unreachable the relay backs off and tries
-again, losing and reordering nothing. ``run`` is a loop body for
-``gateway.supervise``: whatever else it raises, the supervisor restarts it.
+lane, one owner, ascending ``seq``). A relay renews its leases once a third of
+the lease has passed, not every round.
+
+A round reads a batch of pending rows, sends all of them, then waits for every
+acknowledgement; the acknowledged rows are marked sent in one UPDATE, while the
+next round reads and sends. A row is marked sent only after the broker
+acknowledged it (a marking lost with the store means the rows are published
+again: at least once); while the broker is unreachable the relay backs off and
+tries again, losing nothing.
+
+What keeps the order of one key on its partition: the rows are sent in ``seq``
+order to one producer, which writes them in that order (aiokafka keeps one
+produce request in flight per broker and holds a partition back until its
+batch is answered; a batch retried after a retriable error goes back to the
+head of its partition's queue). The next round is sent only once every row of
+this one is acknowledged; after a failure the producer is dropped. What is
+left: a batch that fails for good while a later batch of the same partition
+in the same round gets through. Without the idempotent producer a batch
+expires after ``request_timeout_s`` (a broker back just then can take the next
+one); the idempotent producer never expires a batch, it retries until
+acknowledged (``KafkaSettings.idempotent_producer``, real Kafka only).
+
+Between rounds the relay sleeps until a transaction adds events
+(``gateway.outbox``: in this process directly, from other processes by a
+PostgreSQL notification on a connection of the relay's own), or at most
+``poll_interval_s``. ``run`` is a loop body for ``gateway.supervise``: whatever
+else it raises, the supervisor restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import uuid
+from typing import Any
 
+import asyncpg
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.bus import KafkaBus, outbox_to_message
 from gateway.metrics import RELAY_PUBLISHED
+from gateway.outbox import CHANNEL, on_commit
 from gateway.settings import RelaySettings
 from gateway.store.db import Sessions, store_errors, transaction
 from gateway.store.models import OutboxLane, OutboxRow, utcnow
@@ -31,6 +58,20 @@ from schemas.events import all_topics
 
 log = logging.getLogger(__name__)
 
+#: What a round reads of a pending row: what its message needs, as plain rows (no ORM objects).
+_PUBLISHED = (
+    OutboxRow.seq,
+    OutboxRow.event_id,
+    OutboxRow.topic,
+    OutboxRow.key,
+    OutboxRow.type,
+    OutboxRow.source,
+    OutboxRow.subject,
+    OutboxRow.time,
+    OutboxRow.data,
+    OutboxRow.traceparent,
+)
+
 
 class Relay:
     def __init__(self, sessions: Sessions, bus: KafkaBus, settings: RelaySettings) -> None:
@@ -38,6 +79,11 @@ class Relay:
         self._bus = bus
         self._settings = settings
         self.owner = f"relay-{uuid.uuid4().hex[:12]}"
+        self._lanes: list[int] = []
+        self._claimed_at = -math.inf  # time.monotonic() of the last claim
+        self._wake = asyncio.Event()  # set when a transaction added events
+        self._marking: asyncio.Future[None] | None = None  # rows acknowledged, being marked
+        self._marking_seqs: list[int] = []
 
     async def _claim_lanes(self) -> list[int]:
         """Take free lanes and renew held ones; return the lanes this relay now owns."""
@@ -60,8 +106,19 @@ class Relay:
             )
             return sorted(lane for lane in owned if lane < self._settings.lanes)
 
+    async def _held_lanes(self) -> list[int]:
+        """The lanes this relay owns, claimed again once a third of the lease has passed,
+        or every round while it holds fewer than all (a released lane is taken at once)."""
+        started = time.monotonic()
+        due = started - self._claimed_at >= self._settings.lease_s / 3
+        if due or len(self._lanes) < self._settings.lanes:
+            self._lanes = await self._claim_lanes()
+            self._claimed_at = started
+        return self._lanes
+
     async def release(self) -> None:
         """Give up this relay's leases so another relay can take over at once."""
+        self._lanes, self._claimed_at = [], -math.inf
         async with transaction(self._sessions) as session:
             await session.execute(
                 update(OutboxLane)
@@ -70,40 +127,57 @@ class Relay:
             )
 
     async def publish_once(self) -> int:
-        """Publish one batch of pending rows from this relay's lanes; return how many were sent."""
+        """Publish one batch of pending rows from this relay's lanes; return how many were sent.
+
+        The rows the broker acknowledged are marked sent while the next batch is read
+        and sent (one marking at a time; that batch leaves out the rows being marked).
+        """
+        self._wake.clear()  # what commits from now on wakes the next wait
         try:
-            lanes = await self._claim_lanes()
+            lanes = await self._held_lanes()
         except IntegrityError:  # another relay created the lane rows first
             return 0
         if not lanes:
             return 0
+        pending = [
+            OutboxRow.sent_at.is_(None),
+            (OutboxRow.key_hash % self._settings.lanes).in_(lanes),
+        ]
+        if self._marking is not None and not self._marking.done():
+            pending.append(OutboxRow.seq.not_in(self._marking_seqs))
         async with self._sessions() as session:
-            rows = list(
-                (
-                    await session.scalars(
-                        select(OutboxRow)
-                        .where(
-                            OutboxRow.sent_at.is_(None),
-                            (OutboxRow.key_hash % self._settings.lanes).in_(lanes),
-                        )
-                        .order_by(OutboxRow.seq)
-                        .limit(self._settings.batch_size)
-                    )
-                ).all()
-            )
+            rows = (
+                await session.execute(
+                    select(*_PUBLISHED)
+                    .where(*pending)
+                    .order_by(OutboxRow.seq)
+                    .limit(self._settings.batch_size)
+                )
+            ).all()
         if not rows:
+            await self._marked()
             return 0
         acked = await self._bus.publish([(row.topic, outbox_to_message(row)) for row in rows])
         sent = [row.seq for row, ok in zip(rows, acked, strict=True) if ok]
         RELAY_PUBLISHED.inc(len(sent))
+        await self._marked()
         if sent:
-            async with transaction(self._sessions) as session:
-                await session.execute(
-                    update(OutboxRow).where(OutboxRow.seq.in_(sent)).values(sent_at=utcnow())
-                )
+            self._marking, self._marking_seqs = asyncio.ensure_future(self._mark_sent(sent)), sent
         if len(sent) < len(rows):
             raise BrokerUnavailable(f"broker acknowledged {len(sent)} of {len(rows)} events")
         return len(sent)
+
+    async def _mark_sent(self, seqs: list[int]) -> None:
+        async with transaction(self._sessions) as session:
+            await session.execute(
+                update(OutboxRow).where(OutboxRow.seq.in_(seqs)).values(sent_at=utcnow())
+            )
+
+    async def _marked(self) -> None:
+        """Wait for the marking under way, if any (its failure is raised here)."""
+        marking, self._marking = self._marking, None
+        if marking is not None:
+            await marking
 
     async def run(self, stop: asyncio.Event, beat: Beat = lambda: None) -> None:
         """Publish until ``stop`` is set (a loop body for ``supervise``).
@@ -114,6 +188,12 @@ class Relay:
         backoff = 0.1
         outage: str | None = None
         log.info("relay started", extra={"owner": self.owner})
+        unsubscribe = on_commit(self._wake.set)
+        listener = (
+            asyncio.create_task(self._listen(stop))
+            if self._sessions.engine.dialect.name == "postgresql"
+            else None
+        )
         try:
             while not stop.is_set():
                 beat()
@@ -136,19 +216,69 @@ class Relay:
                     log.info("relay publishing again", extra={"after": outage})
                     outage, backoff = None, 0.1
                 if sent < self._settings.batch_size:
-                    await wait_or_stop(stop, self._settings.poll_interval_s)
+                    await wait_or_stop(stop, self._settings.poll_interval_s, self._wake)
         finally:
+            unsubscribe()
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
             await self._release_quietly()
             log.info("relay stopped", extra={"owner": self.owner})
 
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Wake the relay on each notification of committed events (PostgreSQL ``LISTEN``),
+        on a connection of its own, reconnecting with back-off while the store is away."""
+        engine = self._sessions.engine
+        # The pool's connection parameters (host, credentials, ssl), less SQLAlchemy's own.
+        params = engine.dialect.create_connect_args(engine.url)[1]
+        for own in ("prepared_statement_cache_size", "prepared_statement_name_func"):
+            params.pop(own, None)
+        backoff = 0.1
+        while not stop.is_set():
+            connected = time.monotonic()
+            try:
+                async with asyncio.timeout(_LISTEN_TIMEOUT_S):
+                    connection = await asyncpg.connect(**params)
+                try:
+                    await self._listen_on(connection, stop)
+                finally:
+                    connection.terminate()
+            except _LISTEN_ERRORS as exc:
+                log.debug("relay not listening, polling", extra={"error": str(exc)})
+            if time.monotonic() - connected > _LISTEN_CHECK_S:
+                backoff = 0.1  # that connection lasted: the store is back
+            await wait_or_stop(stop, backoff * (1 + random.random() / 2))
+            backoff = min(backoff * 2, self._settings.backoff_max_s)
+
+    async def _listen_on(self, connection: asyncpg.Connection, stop: asyncio.Event) -> None:
+        """Wake the relay on each notification until ``stop``, or until the connection is lost
+        (closed, or silent when checked)."""
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _connection: lost.set())
+        await connection.add_listener(CHANNEL, self._notified)
+        self._wake.set()  # what was committed while not listening
+        while not (stop.is_set() or lost.is_set()):
+            await wait_or_stop(stop, _LISTEN_CHECK_S, lost)
+            if not (stop.is_set() or lost.is_set()):
+                async with asyncio.timeout(_LISTEN_TIMEOUT_S):
+                    await connection.execute("SELECT 1")
+
+    def _notified(self, *_args: Any) -> None:
+        self._wake.set()
+
     async def _release_quietly(self) -> None:
-        """Give the leases back if the store answers soon; otherwise they expire by themselves."""
+        """Finish marking and give the leases back if the store answers soon; otherwise the
+        unmarked rows are published again, and the leases expire by themselves."""
         try:
             with store_errors():
                 async with asyncio.timeout(_RELEASE_TIMEOUT_S):
+                    await self._marked()
                     await self.release()
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("relay leases left to expire", extra={"error": str(exc)})
 
 
 _RELEASE_TIMEOUT_S = 2.0
+_LISTEN_TIMEOUT_S = 5.0  # connecting, and answering the check of a quiet listening connection
+_LISTEN_CHECK_S = 10.0  # how often a quiet listening connection is checked
+_LISTEN_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)

@@ -34,7 +34,8 @@ def api_server(
         port=port,
         log_config=None,
         access_log=False,
-        # Slow clients are cut: headers (gateway.api.slowclients), idle keep-alive.
+        # httptools parses; slow clients are cut: headers (gateway.api.slowclients), idle
+        # keep-alive. The event loop is the process's: uvloop for `ywtb serve` (gateway.cli).
         http=header_timeout_protocol(limits.header_read_timeout_s),
         timeout_keep_alive=limits.keep_alive_s,
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,

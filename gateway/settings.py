@@ -39,6 +39,13 @@ class StoreSettings(BaseModel):
     connect_timeout_s: float = Field(
         5.0, description="longest wait for a new database connection (PostgreSQL)"
     )
+    ping_idle_s: float = Field(
+        10.0,
+        description=(
+            "a pooled connection idle this long is pinged before use (PostgreSQL), so one lost "
+            "to a restart of the store is replaced unseen; a hot pool is not pinged"
+        ),
+    )
 
 
 class ApiSettings(BaseModel):

@@ -11,7 +11,6 @@ not running or has not beaten for ``stall_after_s``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -137,7 +136,11 @@ async def periodic(
         await wait_or_stop(stop, interval_s)
 
 
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds``, cut short when ``stop`` is set."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+async def wait_or_stop(stop: asyncio.Event, seconds: float, *wake: asyncio.Event) -> None:
+    """Sleep ``seconds``, cut short when ``stop`` (or any of ``wake``) is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in (stop, *wake)]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()

@@ -3,6 +3,12 @@
 Migrations run on start (``open_store``); on PostgreSQL an advisory lock keeps
 two processes starting together from migrating at once.
 
+A pooled PostgreSQL connection is pinged before use only when it has been idle
+for ``StoreSettings.ping_idle_s`` (one that went with a restart of the store is
+replaced before a request meets it); a hot pool is not pinged. A connection lost in use
+fails that unit of work (``StoreUnavailable``: 503 with Retry-After) and
+invalidates every pooled connection older than the failure.
+
 ``Sessions`` is the store boundary: every session it opens (and every
 ``transaction``) translates a database that is away, busy or out of
 connections into ``StoreUnavailable`` (``store_errors``), so no caller has to
@@ -11,15 +17,22 @@ remember to. ``IntegrityError`` is left as it is: callers rely on it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import Connection, Dialect, event, text
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    InvalidatePoolError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -27,6 +40,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.settings import StoreSettings
 from schemas.errors import StoreUnavailable
@@ -49,6 +63,11 @@ class Sessions:
     def __init__(self, maker: async_sessionmaker[AsyncSession]) -> None:
         self.maker = maker
 
+    @property
+    def engine(self) -> AsyncEngine:
+        engine: AsyncEngine = self.maker.kw["bind"]
+        return engine
+
     def __call__(self) -> AbstractAsyncContextManager[AsyncSession]:
         return self._session()
 
@@ -62,7 +81,6 @@ class Sessions:
 def create_engine(settings: StoreSettings) -> AsyncEngine:
     url = settings.url
     kwargs: dict[str, Any] = {
-        "pool_pre_ping": True,
         "pool_size": settings.pool_size,
         "max_overflow": settings.max_overflow,
         "pool_timeout": settings.pool_timeout_s,
@@ -78,7 +96,36 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    else:
+        event.listen(engine.sync_engine, "checkin", _idle_from)
+        event.listen(
+            engine.sync_engine, "checkout", _ping_if_idle(engine.dialect, settings.ping_idle_s)
+        )
     return engine
+
+
+def _idle_from(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(
+    dialect: Dialect, idle_s: float
+) -> Callable[[Any, ConnectionPoolEntry, Any], None]:
+    """A checkout listener that pings a connection idle for ``idle_s``; a lost one is
+    replaced, with every connection pooled before it (the pool retries the checkout)."""
+
+    def checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_s:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise InvalidatePoolError(f"idle connection lost: {_first_line(exc)}") from exc
+            raise
+
+    return checkout
 
 
 def _ensure_parent_dir(url: str) -> None:

@@ -37,7 +37,9 @@ from gateway.api.app import create_app
 from gateway.bootstrap import Container
 from gateway.devbroker import free_port
 from gateway.settings import RelaySettings, Settings
+from gateway.store.db import open_store
 from gateway.store.models import OutboxRow
+from schemas.errors import StoreUnavailable
 from schemas.events import ApplicationEvent
 from tests.integration.conftest import Platform
 from tests.integration.test_applications import JINGAN, low_voltage
@@ -334,3 +336,32 @@ async def test_with_the_pool_exhausted_the_api_answers_503_with_retry_after_with
     assert busy.headers["Retry-After"] == "1"
     assert took < 1.5
     assert served_at_last.status_code == 200
+
+
+@pytest.mark.parametrize("ping_idle_s", [0.0, 3600.0])
+async def test_a_connection_lost_in_the_pool_is_replaced_if_it_idled_or_fails_one_unit_of_work(
+    settings: Settings, proxied: TcpProxy, ping_idle_s: float
+) -> None:
+    """A restart of the store seen by the pool: a connection idle for ``ping_idle_s`` is
+    pinged and replaced unseen; a hot one (not pinged) fails the one unit of work that meets
+    it, and the pool connects afresh for the next."""
+    settings.store.ping_idle_s = ping_idle_s
+    engine, sessions = await open_store(settings.store)
+
+    async def count_outbox() -> int:
+        async with sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(OutboxRow)) or 0)
+
+    try:
+        assert await count_outbox() == 0  # the connection is now pooled
+        proxied.cut()
+        proxied.restore()
+        await asyncio.sleep(0.2)  # the reset has reached the pooled connection
+        if ping_idle_s == 0.0:
+            assert await count_outbox() == 0
+        else:
+            with pytest.raises(StoreUnavailable):
+                await count_outbox()
+            assert await count_outbox() == 0
+    finally:
+        await engine.dispose()

@@ -1,12 +1,15 @@
-"""The transactional outbox reaches the real broker: once, in order per key, across outages."""
+"""The transactional outbox reaches the real broker: once, in order per key, across outages,
+woken by each commit (in this process, or by PostgreSQL from another) rather than polling."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from gateway.bootstrap import Container
 from gateway.bus import KafkaBus, record_to_event
@@ -17,6 +20,8 @@ from gateway.store.db import transaction
 from gateway.store.models import ApiClient, OutboxRow, utcnow
 from schemas.events import APPLICATION_EVENTS, SOURCE, ApplicationEvent, Event
 from tests.kafka import read_topic
+from tests.running import eventually, ywtb_process
+from tests.tcpproxy import TcpProxy
 
 
 def _event(key: str, n: int) -> Event:
@@ -141,3 +146,83 @@ async def test_two_relays_publish_each_event_once(container: Container, broker: 
 
     ids = [record_to_event(r).get_id() for r in records]
     assert len(ids) == 40 and len(set(ids)) == 40
+
+
+async def _published_within(container: Container, event: Event, seconds: float) -> bool:
+    """Whether the broker acknowledged ``event`` (its row marked sent) within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                async with container.sessions() as session:
+                    sent_at = await session.scalar(
+                        select(OutboxRow.sent_at).where(OutboxRow.event_id == event.id)
+                    )
+                if sent_at is not None:
+                    return True
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        return False
+
+
+async def test_a_commit_wakes_an_idle_relay_long_before_its_next_poll(
+    container: Container, broker: DevBroker
+) -> None:
+    container.settings.relay.poll_interval_s = 60
+    stop = asyncio.Event()
+    relay = asyncio.create_task(
+        Relay(container.sessions, container.bus, container.settings.relay).run(stop)
+    )
+    try:
+        await asyncio.sleep(1.0)  # the relay found nothing and sleeps until its next poll
+        event = _event("app-woken", 1)
+        async with transaction(container.sessions) as session:
+            add_event(session, event)
+        assert await _published_within(container, event, seconds=5)
+    finally:
+        stop.set()
+        await relay
+    records = await read_topic(broker.bootstrap, APPLICATION_EVENTS, expect=1)
+    assert [record_to_event(r).get_id() for r in records] == [event.id]
+
+
+@pytest.mark.parametrize("store_settings", ["postgresql"], indirect=True)
+async def test_a_relay_process_is_woken_by_postgresql_and_listens_again_after_the_store_returns(
+    container: Container, broker: DevBroker, tmp_path: Path
+) -> None:
+    url = make_url(container.settings.store.url)
+    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        settings = container.settings.model_copy(deep=True)
+        settings.store.url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False
+        )
+        settings.relay.poll_interval_s = 60
+        log = tmp_path / "relay.log"
+        process = ywtb_process(["relay"], settings, log)
+        try:
+            await eventually(lambda: _logged(log, "relay started"), timeout_s=60)
+            await asyncio.sleep(1.0)  # the relay found nothing and sleeps until its next poll
+            before = _event("app-notified", 1)
+            async with transaction(container.sessions) as session:  # from this process
+                add_event(session, before)
+            assert await _published_within(container, before, seconds=5)
+
+            proxy.cut()  # the store goes away: the relay's connections, the listening one too
+            await asyncio.sleep(2.0)
+            proxy.restore()
+            after = _event("app-notified", 2)
+            async with transaction(container.sessions) as session:
+                add_event(session, after)
+            assert await _published_within(container, after, seconds=10)
+        finally:
+            process.terminate()
+            await asyncio.to_thread(process.wait, 30)
+    records = await read_topic(broker.bootstrap, APPLICATION_EVENTS, expect=2)
+    assert [record_to_event(r).get_data() for r in records] == [
+        {"application_id": "app-notified", "n": 1},
+        {"application_id": "app-notified", "n": 2},
+    ]
+
+
+async def _logged(log: Path, message: str) -> bool:
+    text = await asyncio.to_thread(lambda: log.read_text() if log.exists() else "")
+    return message in text
