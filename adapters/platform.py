@@ -43,12 +43,19 @@ class PlatformSettings(BaseModel):
             and value.get_secret_value() == PLACEHOLDER
         ]
 
+    def credentials(self) -> dict[str, Any]:
+        """How we authenticate to the platform, as its client and its simulator take it."""
+        return {}
+
 
 class SoapSettings(PlatformSettings):
     """A SOAP platform: WS-Security UsernameToken."""
 
     username: str = Field("ywtb-connector", description="WS-Security user name")
     password: SecretStr = Field(SecretStr(PLACEHOLDER), description="WS-Security password")
+
+    def credentials(self) -> dict[str, Any]:
+        return {"username": self.username, "password": self.password.get_secret_value()}
 
 
 class SigningSettings(PlatformSettings):
@@ -60,6 +67,13 @@ class SigningSettings(PlatformSettings):
         description="our signing key (shared secret, or SM2 private key hex)",
     )
     algorithm: str = Field("hmac-sha256", description="hmac-sha256, hmac-sm3 or sm2-sm3")
+
+    def credentials(self) -> dict[str, Any]:
+        return {
+            "app_id": self.app_id,
+            "app_secret": self.app_secret.get_secret_value(),
+            "algorithm": self.algorithm,
+        }
 
 
 class SignedPlatformSettings(SigningSettings):
@@ -79,46 +93,20 @@ class SignedPlatformSettings(SigningSettings):
 C = TypeVar("C")
 
 
-def _endpoint(
-    settings: PlatformSettings, http: httpx.AsyncClient, breaker: CircuitBreaker
-) -> dict[str, Any]:
-    """What every platform client takes: the shared HTTP client, where, how long, how often,
-    its breaker."""
-    return {
-        "http": http,
-        "base_url": settings.url,
-        "timeout_s": settings.timeout_s,
-        "attempts": settings.attempts,
-        "breaker": breaker,
-    }
-
-
-def soap_client(
+def client_of(
     client: Callable[..., C],
-) -> Callable[[SoapSettings, httpx.AsyncClient, CircuitBreaker], C]:
-    """How a ``SoapClient`` subclass is built from its settings."""
+) -> Callable[[PlatformSettings, httpx.AsyncClient, CircuitBreaker], C]:
+    """How a platform client (a ``SoapClient`` or ``SignedRestClient`` subclass) is built
+    from its settings: its credentials, where, how long, how often, its breaker."""
 
-    def build(settings: SoapSettings, http: httpx.AsyncClient, breaker: CircuitBreaker) -> C:
+    def build(settings: PlatformSettings, http: httpx.AsyncClient, breaker: CircuitBreaker) -> C:
         return client(
-            username=settings.username,
-            password=settings.password.get_secret_value(),
-            **_endpoint(settings, http, breaker),
-        )
-
-    return build
-
-
-def signed_client(
-    client: Callable[..., C],
-) -> Callable[[SigningSettings, httpx.AsyncClient, CircuitBreaker], C]:
-    """How a ``SignedRestClient`` subclass is built from its settings."""
-
-    def build(settings: SigningSettings, http: httpx.AsyncClient, breaker: CircuitBreaker) -> C:
-        return client(
-            app_id=settings.app_id,
-            app_secret=settings.app_secret.get_secret_value(),
-            algorithm=settings.algorithm,
-            **_endpoint(settings, http, breaker),
+            http=http,
+            base_url=settings.url,
+            timeout_s=settings.timeout_s,
+            attempts=settings.attempts,
+            breaker=breaker,
+            **settings.credentials(),
         )
 
     return build

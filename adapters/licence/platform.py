@@ -11,7 +11,7 @@ from adapters.platform import (
     Platform,
     Simulated,
     SoapSettings,
-    soap_client,
+    client_of,
 )
 
 
@@ -20,18 +20,13 @@ class LicenceSettings(SoapSettings):
 
 
 def _simulator(settings: LicenceSettings, simulated: Simulated) -> FastAPI:
-    return simulator.create_app(
-        simulated.seed,
-        username=settings.username,
-        password=settings.password.get_secret_value(),
-        control=simulated.control,
-    )
+    return simulator.create_app(simulated.seed, control=simulated.control, **settings.credentials())
 
 
 LICENCE = Platform(
     name=PLATFORM,
     settings_model=LicenceSettings,
     role="licences",
-    client=soap_client(LicenceClient),
+    client=client_of(LicenceClient),
     simulator=_simulator,
 )

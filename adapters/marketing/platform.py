@@ -11,7 +11,7 @@ from adapters.platform import (
     Platform,
     Simulated,
     SoapSettings,
-    soap_client,
+    client_of,
 )
 
 
@@ -20,17 +20,13 @@ class MarketingSettings(SoapSettings):
 
 
 def _simulator(settings: MarketingSettings, simulated: Simulated) -> FastAPI:
-    return simulator.create_app(
-        username=settings.username,
-        password=settings.password.get_secret_value(),
-        control=simulated.control,
-    )
+    return simulator.create_app(control=simulated.control, **settings.credentials())
 
 
 MARKETING = Platform(
     name=PLATFORM,
     settings_model=MarketingSettings,
     role="marketing",
-    client=soap_client(MarketingClient),
+    client=client_of(MarketingClient),
     simulator=_simulator,
 )

@@ -15,7 +15,7 @@ from adapters.platform import (
     Platform,
     SignedPlatformSettings,
     Simulated,
-    signed_client,
+    client_of,
 )
 from schemas.permits import PermitDecision
 
@@ -28,9 +28,7 @@ class PermitSettings(SignedPlatformSettings):
 
 def _simulator(settings: PermitSettings, simulated: Simulated) -> FastAPI:
     return simulator.create_app(
-        app_id=settings.app_id,
-        app_secret=settings.app_secret.get_secret_value(),
-        algorithm=settings.algorithm,
+        **settings.credentials(),
         callback_url=simulated.api_url + CALLBACK_PATH,
         callback_app_id=settings.callback_app_id,
         callback_secret=settings.callback_key.get_secret_value(),
@@ -45,7 +43,7 @@ PERMIT = Platform(
     name=PLATFORM,
     settings_model=PermitSettings,
     role="permit_authority",
-    client=signed_client(PermitClient),
+    client=client_of(PermitClient),
     simulator=_simulator,
     callback=Callback(
         path=CALLBACK_PATH,

@@ -8,7 +8,7 @@ from adapters.platform import (
     Platform,
     SigningSettings,
     Simulated,
-    signed_client,
+    client_of,
 )
 from adapters.project import simulator
 from adapters.project.client import ProjectClient
@@ -20,19 +20,13 @@ class ProjectSettings(SigningSettings):
 
 
 def _simulator(settings: ProjectSettings, simulated: Simulated) -> FastAPI:
-    return simulator.create_app(
-        simulated.seed,
-        app_id=settings.app_id,
-        app_secret=settings.app_secret.get_secret_value(),
-        algorithm=settings.algorithm,
-        control=simulated.control,
-    )
+    return simulator.create_app(simulated.seed, control=simulated.control, **settings.credentials())
 
 
 PROJECT = Platform(
     name=PLATFORM,
     settings_model=ProjectSettings,
     role="projects",
-    client=signed_client(ProjectClient),
+    client=client_of(ProjectClient),
     simulator=_simulator,
 )

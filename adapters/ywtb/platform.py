@@ -12,7 +12,7 @@ from adapters.platform import (
     Platform,
     SignedPlatformSettings,
     Simulated,
-    signed_client,
+    client_of,
 )
 from adapters.ywtb import simulator
 from adapters.ywtb.client import CaseStatusClient
@@ -28,19 +28,14 @@ class YwtbSettings(SignedPlatformSettings):
 
 
 def _simulator(settings: YwtbSettings, simulated: Simulated) -> FastAPI:
-    return simulator.create_app(
-        app_id=settings.app_id,
-        app_secret=settings.app_secret.get_secret_value(),
-        algorithm=settings.algorithm,
-        control=simulated.control,
-    )
+    return simulator.create_app(control=simulated.control, **settings.credentials())
 
 
 YWTB = Platform(
     name=PLATFORM,
     settings_model=YwtbSettings,
     role="case_status",
-    client=signed_client(CaseStatusClient),
+    client=client_of(CaseStatusClient),
     simulator=_simulator,
     callback=Callback(
         path="/callbacks/ywtb/cases",
