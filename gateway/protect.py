@@ -193,6 +193,14 @@ class EncryptedText(TypeDecorator[str]):
         return keyring().decrypt(value, self.context).decode("utf-8")
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once, not per call
+
+
+def json_bytes(value: Any) -> bytes:
+    """The one JSON form of event data: stored (encrypted) in the outbox, and published as is."""
+    return _JSON.encode(value).encode("utf-8")
+
+
 class EncryptedJSON(TypeDecorator[Any]):
     """A JSON value stored encrypted as a whole (SQL NULL for None)."""
 
@@ -206,8 +214,7 @@ class EncryptedJSON(TypeDecorator[Any]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
         if value is None:
             return None
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        return keyring().encrypt(text.encode("utf-8"), self.context)
+        return keyring().encrypt(json_bytes(value), self.context)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
@@ -215,6 +222,20 @@ class EncryptedJSON(TypeDecorator[Any]):
         if isinstance(value, str) and is_token(value):
             return json.loads(keyring().decrypt(value, self.context))
         return json.loads(value) if isinstance(value, str) else value
+
+
+class EncryptedJSONBytes(EncryptedJSON):
+    """An ``EncryptedJSON`` column read as its JSON text, decrypted but not parsed (the relay
+    publishes it as is): ``type_coerce(column, EncryptedJSONBytes(context))``."""
+
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if is_token(value):
+            return keyring().decrypt(value, self.context)
+        return value.encode("utf-8")  # stored before encryption at rest
 
 
 def keyring_of(settings: ProtectionSettings) -> KeyRing:

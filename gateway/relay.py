@@ -43,12 +43,13 @@ import uuid
 from typing import Any
 
 import asyncpg
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.bus import KafkaBus, outbox_to_message
 from gateway.metrics import RELAY_PUBLISHED
 from gateway.outbox import CHANNEL, on_commit
+from gateway.protect import EncryptedJSONBytes
 from gateway.settings import RelaySettings
 from gateway.store.db import Sessions, store_errors, transaction
 from gateway.store.models import OutboxLane, OutboxRow, utcnow
@@ -58,7 +59,8 @@ from schemas.events import all_topics
 
 log = logging.getLogger(__name__)
 
-#: What a round reads of a pending row: what its message needs, as plain rows (no ORM objects).
+#: What a round reads of a pending row: what its message needs, as plain rows (no ORM objects);
+#: the data as its stored JSON, decrypted, not parsed (it is published as it is).
 _PUBLISHED = (
     OutboxRow.seq,
     OutboxRow.event_id,
@@ -68,7 +70,7 @@ _PUBLISHED = (
     OutboxRow.source,
     OutboxRow.subject,
     OutboxRow.time,
-    OutboxRow.data,
+    type_coerce(OutboxRow.data, EncryptedJSONBytes("outbox.data")).label("data"),
     OutboxRow.traceparent,
 )
 
