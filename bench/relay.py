@@ -18,7 +18,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
-from gateway.bus import KafkaBus, outbox_to_message
+from gateway.bus import PRODUCER_BATCH_BYTES, KafkaBus, outbox_to_message
 from gateway.devbroker import DevBroker
 from gateway.outbox import add_event
 from gateway.protect import install, keyring_of
@@ -43,7 +43,10 @@ def _events(count: int, run: str) -> list[Event]:
 
 async def _baseline(bootstrap: str, events: list[Event]) -> float:
     """Seconds for a bare producer to publish ``events`` and have them acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    # The relay's own producer settings (acks, linger, batch size): only the store differs.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=PRODUCER_BATCH_BYTES
+    )
     await producer.start()
     try:
         rows = [
