@@ -307,7 +307,9 @@ class ApplicationService:
         session.add(application)
         session.add_all(links)
         await add_events(session, events)
-        return _resource(application, sorted(links, key=lambda link: link.kind), deadline=clock)
+        return _resource(
+            application, sorted(links, key=lambda link: link.kind), deadline=clock, request=request
+        )
 
     async def check_visible(self, application_id: str, client: Client) -> None:
         """``NotFound`` unless ``client`` may see the application (see ``visible_to``)."""
@@ -591,8 +593,11 @@ def _resource(
     *,
     case_no: str | None = None,
     deadline: Deadline | None = None,
+    request: ApplicationRequest | None = None,
 ) -> ApplicationResource:
-    request = ApplicationRequest.model_validate(application.request)
+    """The resource of ``application``; ``request`` is its request when the caller holds it
+    (else it is read back from the row)."""
+    request = request or ApplicationRequest.model_validate(application.request)
     evidence = [
         EvidenceRecord(
             kind=EvidenceKind(link.kind),
