@@ -24,7 +24,6 @@ from gateway.store.models import OutboxRow, utcnow
 from gateway.tracing import current_traceparent
 from schemas.events import Event
 
-
 #: The outbox table, for Core inserts.
 OUTBOX = cast(Table, OutboxRow.__table__)
 
