@@ -106,6 +106,10 @@ async def visible_application(
     return application
 
 
+#: Rows a caller adds to the transaction that creates an application (given the answer).
+AlsoWrite = Callable[[AsyncSession, ApplicationResource], None]
+
+
 @dataclass(frozen=True)
 class Submitted:
     application: ApplicationResource
@@ -126,7 +130,13 @@ class ApplicationService:
         self._deadlines = deadlines
 
     async def submit(
-        self, request: ApplicationRequest, *, client: str, idempotency_key: str | None
+        self,
+        request: ApplicationRequest,
+        *,
+        client: str,
+        idempotency_key: str | None,
+        received_at: datetime | None = None,
+        also: AlsoWrite | None = None,
     ) -> Submitted:
         """At most one short read, then one transaction, and no session open while a
         platform is called.
@@ -135,7 +145,9 @@ class ApplicationService:
         query; only when some is not, one short session looks up the key and the
         stored evidence before the rest is fetched. The transaction stores the
         application, its evidence and its events together, and the answer is built
-        from what it wrote.
+        from what it wrote. ``received_at`` starts the clock when the caller knows
+        better than the request (a 一网通办 case: when it was filed); ``also`` adds the
+        caller's own rows to that transaction, only when the application is created.
         """
         check_case_rules(request)
         if request.received_at is not None and request.received_at > utcnow() + CLOCK_SKEW:
@@ -163,7 +175,11 @@ class ApplicationService:
                     earlier = await self._replay(session, client, idempotency_key, body_hash)
                     if earlier is not None:
                         return Submitted(earlier, created=False)
-                created = await self._create(session, request, outcomes, owner=client)
+                created = await self._create(
+                    session, request, outcomes, owner=client, received_at=received_at
+                )
+                if also is not None:
+                    also(session, created)
                 if idempotency_key:
                     remember(
                         session,
@@ -222,6 +238,7 @@ class ApplicationService:
         outcomes: dict[EvidenceKind, Outcome],
         *,
         owner: str,
+        received_at: datetime | None = None,
     ) -> ApplicationResource:
         """Add the application, its evidence as it stands and its events to ``session``
         (written together at commit, no flush); return the resource they make."""
@@ -238,7 +255,7 @@ class ApplicationService:
             reasons=[],
             created_at=now,
             updated_at=now,
-            received_at=request.received_at or now,
+            received_at=received_at or request.received_at or now,
         )
         clock = self._deadlines.compute(application, [], now)
         application.deadline_state = clock.state.value if clock.state else None
@@ -290,7 +307,9 @@ class ApplicationService:
         session.add(application)
         session.add_all(links)
         await add_events(session, events)
-        return _resource(application, sorted(links, key=lambda link: link.kind), deadline=clock)
+        return _resource(
+            application, sorted(links, key=lambda link: link.kind), deadline=clock, request=request
+        )
 
     async def check_visible(self, application_id: str, client: Client) -> None:
         """``NotFound`` unless ``client`` may see the application (see ``visible_to``)."""
@@ -574,8 +593,11 @@ def _resource(
     *,
     case_no: str | None = None,
     deadline: Deadline | None = None,
+    request: ApplicationRequest | None = None,
 ) -> ApplicationResource:
-    request = ApplicationRequest.model_validate(application.request)
+    """The resource of ``application``; ``request`` is its request when the caller holds it
+    (else it is read back from the row)."""
+    request = request or ApplicationRequest.model_validate(application.request)
     evidence = [
         EvidenceRecord(
             kind=EvidenceKind(link.kind),

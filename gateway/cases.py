@@ -11,7 +11,7 @@ from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +31,7 @@ from gateway.store.models import (
     StageChange,
     utcnow,
 )
-from schemas.applications import ApplicationRequest, field_path
+from schemas.applications import ApplicationRequest, ApplicationResource, field_path
 from schemas.cases import (
     CaseStatusUpdate,
     InboundCase,
@@ -96,60 +96,56 @@ class CaseService:
     async def receive(self, case: InboundCase, app_id: str, body: dict[str, Any]) -> str:
         """The application of ``case``, created the first time the case arrives.
 
-        The callback is kept (``callbacks``) with the case in one transaction; a
-        repeat finds both and changes nothing.
+        The callback is kept (``callbacks``) with the case, its event and the
+        application in one transaction; a repeat finds the case's key and changes
+        nothing. The customer's clock starts when they filed on the portal (their
+        clock may run ahead of ours: never later than now).
         """
+
+        def file_case(session: AsyncSession, application: ApplicationResource) -> None:
+            now = utcnow()
+            session.add(
+                ReceivedCallback(
+                    platform="ywtb",
+                    callback_key=case.case_no,
+                    app_id=app_id,
+                    body=body,
+                    received_at=now,
+                )
+            )
+            session.add(
+                Case(
+                    case_no=case.case_no,
+                    item_code=case.item_code,
+                    application_id=application.id,
+                    received_at=now,
+                )
+            )
+            add_event(
+                session,
+                Event(
+                    topic=CASE_EVENTS,
+                    type=CaseEvent.RECEIVED,
+                    key=application.id,
+                    subject=case.case_no,
+                    data={
+                        "case_no": case.case_no,
+                        "item_code": case.item_code,
+                        "application_id": application.id,
+                        "status": application.status.value,
+                        "filed_at": case.filed_at.isoformat(),
+                    },
+                ),
+            )
+
         submitted = await self._applications.submit(
-            application_request(case), client=YWTB_CLIENT, idempotency_key=f"case:{case.case_no}"
+            application_request(case),
+            client=YWTB_CLIENT,
+            idempotency_key=f"case:{case.case_no}",
+            received_at=min(case.filed_at, utcnow()),
+            also=file_case,
         )
-        application_id = submitted.application.id
-        try:
-            async with transaction(self._sessions) as session:
-                session.add(
-                    ReceivedCallback(
-                        platform="ywtb",
-                        callback_key=case.case_no,
-                        app_id=app_id,
-                        body=body,
-                        received_at=utcnow(),
-                    )
-                )
-                session.add(
-                    Case(
-                        case_no=case.case_no,
-                        item_code=case.item_code,
-                        application_id=application_id,
-                        received_at=utcnow(),
-                    )
-                )
-                await session.flush()
-                # The customer's clock starts when they filed on the portal (their clock may
-                # run ahead of ours: never later than now).
-                await session.execute(
-                    update(Application)
-                    .where(Application.id == application_id)
-                    .values(received_at=min(case.filed_at, utcnow()))
-                )
-                await self._deadlines.record(session, application_id)
-                add_event(
-                    session,
-                    Event(
-                        topic=CASE_EVENTS,
-                        type=CaseEvent.RECEIVED,
-                        key=application_id,
-                        subject=case.case_no,
-                        data={
-                            "case_no": case.case_no,
-                            "item_code": case.item_code,
-                            "application_id": application_id,
-                            "status": submitted.application.status.value,
-                            "filed_at": case.filed_at.isoformat(),
-                        },
-                    ),
-                )
-        except IntegrityError:
-            pass  # the case arrived before: it already has its application and event
-        return application_id
+        return submitted.application.id
 
     async def applicant_name(self, case_no: str) -> str | None:
         """The applicant's name on a case, from its stored callback (never from the bus)."""

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import Table, event, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from gateway.store.models import OutboxRow, utcnow
 from gateway.tracing import current_traceparent
 from schemas.events import Event
+
+#: The outbox table, for Core inserts.
+OUTBOX = cast(Table, OutboxRow.__table__)
 
 
 def key_hash(key: str) -> int:
@@ -42,8 +45,11 @@ def add_event(session: AsyncSession, event: Event) -> OutboxRow:
 
 
 async def add_events(session: AsyncSession, events: list[Event]) -> None:
-    """``add_event`` for several events in one statement, in their order."""
-    await session.execute(insert(OutboxRow), [_columns(event) for event in events])
+    """``add_event`` for several events in one statement, in their order.
+
+    A Core insert of the table: the ORM's bulk path would only add its bookkeeping.
+    """
+    await session.execute(insert(OUTBOX), [_columns(event) for event in events])
     session.info[_ADDED] = True
 
 

@@ -76,7 +76,7 @@ async def _docs_access(
 ) -> None:
     """Public by the setting; otherwise any configured client's key (401 without)."""
     if not docs_public(request.app.state.settings):
-        await authenticated_client(get_container(request), credentials)
+        await authenticated_client(await get_container(request), credentials)
 
 
 DocsAccess = Annotated[None, Depends(_docs_access)]
