@@ -17,10 +17,9 @@ from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import delete, event
-from sqlalchemy.engine import Connection
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapper
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters import bounded
 from adapters.platform import SignedPlatformSettings
@@ -37,11 +36,22 @@ audit = logging.getLogger("ywtb.audit")
 _signed_request: ContextVar[dict[str, Any] | None] = ContextVar("signed_request", default=None)
 
 
-@event.listens_for(ReceivedCallback, "before_insert")
-def _keep_signature(_mapper: Mapper[ReceivedCallback], _conn: Connection, row: Any) -> None:
-    """A stored callback keeps what it was signed with, so it can be verified again later."""
-    if row.signed_request is None:
-        row.signed_request = _signed_request.get()
+def keep_callback(
+    session: AsyncSession, platform: str, key: str, app_id: str, body: dict[str, Any]
+) -> None:
+    """Store a verified callback in the transaction of its effect, with what it was signed
+    with (so it can be verified again later). The same ``(platform, key)`` delivered again
+    fails that transaction with ``IntegrityError``: its effect was applied before."""
+    session.add(
+        ReceivedCallback(
+            platform=platform,
+            callback_key=key,
+            app_id=app_id,
+            body=body,
+            received_at=utcnow(),
+            signed_request=_signed_request.get(),
+        )
+    )
 
 
 class CallbackVerifier:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.ports import CaseStatusSink
 from gateway.applications import ApplicationService
+from gateway.callbacks import keep_callback
 from gateway.deadlines import DeadlineService
 from gateway.deliveries import DeliveryRef, DeliveryStatus, record_delivery
 from gateway.idempotency import Created, recall, remember, request_hash
@@ -104,15 +105,7 @@ class CaseService:
 
         def file_case(session: AsyncSession, application: ApplicationResource) -> None:
             now = utcnow()
-            session.add(
-                ReceivedCallback(
-                    platform="ywtb",
-                    callback_key=case.case_no,
-                    app_id=app_id,
-                    body=body,
-                    received_at=now,
-                )
-            )
+            keep_callback(session, "ywtb", case.case_no, app_id, body)
             session.add(
                 Case(
                     case_no=case.case_no,

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.ports import PermitAuthority
+from gateway.callbacks import keep_callback
 from gateway.idempotency import Created, recall, remember, request_hash
 from gateway.outbox import add_event
 from gateway.store.db import Sessions, transaction
@@ -24,7 +25,6 @@ from gateway.store.models import (
     Application,
     ApplicationEvidence,
     Permit,
-    ReceivedCallback,
     utcnow,
 )
 from schemas.applications import ApplicationStatus, EvidenceKind, Procedure
@@ -166,15 +166,7 @@ class PermitService:
         """Apply the authority's decision once; False if this decision was applied before."""
         try:
             async with transaction(self._sessions) as session:
-                session.add(
-                    ReceivedCallback(
-                        platform="permit",
-                        callback_key=decision.filing_no,
-                        app_id=app_id,
-                        body=body,
-                        received_at=utcnow(),
-                    )
-                )
+                keep_callback(session, "permit", decision.filing_no, app_id, body)
                 await session.flush()
                 permit = await session.scalar(
                     select(Permit).where(Permit.filing_no == decision.filing_no)
