@@ -290,17 +290,32 @@ async def fill(dsn: str, schema: str, size: int) -> None:
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
     try:
         have = await conn.fetchval("SELECT count(*) FROM applications")
+        columns = [
+            row["column_name"]
+            for row in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = $1 AND table_name = 'applications'"
+                " ORDER BY ordinal_position",
+                schema,
+            )
+        ]
+        # Every column copied from a real row (the schema grows with migrations), but a new
+        # id and, one second apart, older times.
+        shifted = {"created_at", "received_at"}
+        values = ", ".join(
+            "md5(random()::text || g::text)"
+            if name == "id"
+            else f"a.{name} - (g || ' seconds')::interval"
+            if name in shifted
+            else f"a.{name}"
+            for name in columns
+        )
         batch = 100_000
         while have < size:
             n = min(batch, size - have)
             await conn.execute(
-                """
-                INSERT INTO applications
-                SELECT md5(random()::text || g::text), a.status, a.credential_type, a.credential_no,
-                       a.request, a.procedures, a.time_limit_days, a.reasons,
-                       a.created_at - (g || ' seconds')::interval, a.updated_at
-                FROM (SELECT * FROM applications LIMIT 1) a, generate_series(1, $1) g
-                """,
+                f"INSERT INTO applications ({', '.join(columns)}) SELECT {values}"
+                " FROM (SELECT * FROM applications LIMIT 1) a, generate_series(1, $1) g",
                 n,
             )
             have += n
