@@ -122,8 +122,19 @@ class LoadResult:
         """Everything that is neither 2xx nor shed: other statuses, socket errors, timeouts."""
         return self.requests - self.ok - self.shed + self.socket_errors + self.timeouts
 
+    @property
+    def ok_rps(self) -> float:
+        """Successful answers per second: the throughput the goals compare (a shed request
+        is answered fast, so ``rps`` grows with shedding)."""
+        return round(self.ok / self.seconds, 1) if self.seconds else 0.0
+
     def as_dict(self) -> dict[str, object]:
-        return asdict(self) | {"ok": self.ok, "shed": self.shed, "errors": self.errors}
+        return asdict(self) | {
+            "ok": self.ok,
+            "ok_rps": self.ok_rps,
+            "shed": self.shed,
+            "errors": self.errors,
+        }
 
 
 def wrk(url: str, script: str, *, connections: int, seconds: float, threads: int = 2) -> LoadResult:
