@@ -20,7 +20,7 @@ from gateway.applications import ApplicationService
 from gateway.callbacks import keep_callback
 from gateway.deadlines import DeadlineService
 from gateway.deliveries import DeliveryRef, DeliveryStatus, record_delivery
-from gateway.idempotency import Created, recall, remember, request_hash
+from gateway.idempotency import Created, remember, replay, request_hash
 from gateway.outbox import add_event
 from gateway.settings import StageSettings
 from gateway.store.db import Sessions, transaction
@@ -183,14 +183,8 @@ class CaseService:
     async def _replayed(
         self, client: str, key: str | None, fingerprint: str
     ) -> Created[StageChangeResource] | None:
-        if not key:
-            return None
         async with self._sessions() as session:
-            earlier = await recall(session, client, key, fingerprint)
-            if earlier is None or earlier.resource_id is None:
-                return None
-            recorded = await _stage_change(session, earlier.resource_id)
-        return None if recorded is None else Created(recorded, created=False)
+            return await replay(session, client, key, fingerprint, _stage_change)
 
     async def _record_stage(
         self,
@@ -201,12 +195,9 @@ class CaseService:
         fingerprint: str,
     ) -> Created[StageChangeResource]:
         async with transaction(self._sessions) as session:
-            if key:
-                earlier = await recall(session, client, key, fingerprint)
-                if earlier is not None and earlier.resource_id is not None:
-                    recorded = await _stage_change(session, earlier.resource_id)
-                    if recorded is not None:
-                        return Created(recorded, created=False)
+            earlier = await replay(session, client, key, fingerprint, _stage_change)
+            if earlier is not None:
+                return earlier
             application = await session.get(Application, application_id)
             if application is None:
                 raise NotFound(f"application {application_id} not found")

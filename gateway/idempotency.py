@@ -12,6 +12,7 @@ same 422 as a different body.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -44,6 +45,25 @@ async def recall(
     if earlier is not None and earlier.request_hash != fingerprint:
         raise InvalidInput("Idempotency-Key", "already used with a different request body")
     return earlier
+
+
+async def replay(
+    session: AsyncSession,
+    client: str,
+    key: str | None,
+    fingerprint: str,
+    load: Callable[[AsyncSession, str], Awaitable[T | None]],
+) -> Created[T] | None:
+    """What the earlier request with ``key`` created (``load``-ed by its resource id), to
+    answer again; None without a key, for an unused one, or if its resource is gone; 422 if
+    the key was used for another request."""
+    if not key:
+        return None
+    earlier = await recall(session, client, key, fingerprint)
+    if earlier is None or earlier.resource_id is None:
+        return None
+    found = await load(session, earlier.resource_id)
+    return None if found is None else Created(found, created=False)
 
 
 def remember(

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.ports import PermitAuthority
 from gateway.callbacks import keep_callback
-from gateway.idempotency import Created, recall, remember, request_hash
+from gateway.idempotency import Created, remember, replay, request_hash
 from gateway.outbox import add_event
 from gateway.store.db import Sessions, transaction
 from gateway.store.models import (
@@ -76,12 +76,9 @@ class PermitService:
         fingerprint: str,
     ) -> Created[PermitResource]:
         async with transaction(self._sessions) as session:
-            if key:
-                earlier = await recall(session, client, key, fingerprint)
-                if earlier is not None and earlier.resource_id is not None:
-                    permit = await session.get(Permit, earlier.resource_id)
-                    if permit is not None:
-                        return Created(_resource(permit), created=False)
+            earlier = await replay(session, client, key, fingerprint, _stored)
+            if earlier is not None:
+                return earlier
             application = await session.get(Application, application_id)
             if application is None:
                 raise NotFound(f"application {application_id} not found")
@@ -218,3 +215,8 @@ def _event(kind: str, permit: Permit, extra: dict[str, Any]) -> Event:
 
 def _resource(permit: Permit) -> PermitResource:
     return PermitResource.model_validate(permit, from_attributes=True)
+
+
+async def _stored(session: AsyncSession, permit_id: str) -> PermitResource | None:
+    permit = await session.get(Permit, permit_id)
+    return None if permit is None else _resource(permit)
