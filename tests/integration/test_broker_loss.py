@@ -144,6 +144,9 @@ async def test_workers_and_relay_resume_on_a_new_empty_broker_and_apply_each_eve
         assert rows == len(everything), "each event is applied exactly once"
         assert await _unsent(container) == 0
         assert recovered_s < 60
+        # The idle loop (the retry topic's) notes the return at its first check after it has
+        # reconnected, which may come after the busy loop has caught up: wait for both notes.
+        await _wait_for_log(worker_log, "broker back", count=2, timeout_s=30)
 
         for process in processes:
             code, took = await _terminate(process)
