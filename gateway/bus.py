@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.exceptions import CloudEventValidationError, InvalidAttributeValueError
 from cloudevents.core.formats.json import JSONFormat
 
 from gateway.protect import json_bytes
@@ -78,7 +79,21 @@ def outbox_to_message(row: OutboxEvent) -> ce_kafka.KafkaMessage:
     and order; a unit test compares them), built directly: the SDK's event object and
     validation cost more than the rest of publishing a row. The value is the data's
     JSON as stored (``json_bytes``): bytes from the store are published as they are.
+    Required attributes left empty are refused as the SDK refuses them.
     """
+    required = {"id": row.event_id, "source": row.source, "type": row.type}
+    empty = [name for name, value in required.items() if not value]
+    if empty:
+        raise CloudEventValidationError(
+            errors={
+                name: [
+                    InvalidAttributeValueError(
+                        attribute_name=name, msg=f"Attribute '{name}' must not be None or empty"
+                    )
+                ]
+                for name in empty
+            }
+        )
     stamp = row.time.isoformat()
     if stamp.endswith("+00:00"):
         stamp = stamp[:-6] + "Z"

@@ -10,6 +10,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.exceptions import CloudEventValidationError
 from cloudevents.core.v1.event import CloudEvent
 
 from gateway.bus import JSON_FORMAT, outbox_to_message, record_to_event
@@ -100,3 +101,12 @@ def test_stored_json_bytes_are_published_unchanged() -> None:
     message = outbox_to_message(_row(data=stored))
 
     assert message.value == stored == '{"申请人":"张三"}'.encode()
+
+
+@pytest.mark.parametrize("field", ["event_id", "source", "type"])
+def test_an_empty_required_attribute_is_refused_as_the_sdk_refuses_it(field: str) -> None:
+    row = _row(**{field: ""})
+    with pytest.raises(CloudEventValidationError):
+        _sdk_message(row)
+    with pytest.raises(CloudEventValidationError):
+        outbox_to_message(row)
