@@ -301,15 +301,21 @@ def _ops_status(watch: float | None, url: str | None, key: str | None) -> int:
 
     async def run() -> int:
         from gateway.opsdata import figures_for
+        from gateway.runtime import stop_on_signals
         from gateway.store.db import open_store
+        from gateway.supervise import wait_or_stop
 
+        # Ctrl-C sets an event rather than cancelling the read: a Kafka client that swallows
+        # a cancellation would otherwise leave --watch redrawing for ever.
+        stop = asyncio.Event()
+        stop_on_signals(stop)
         engine = figures = None
         if url is None:
             engine, sessions = await open_store(settings.store)
             figures = figures_for(sessions, settings)
         source = url or "store and Kafka"
         try:
-            while True:
+            while not stop.is_set():
                 print(f"ywtb ops status: reading {source} ...", file=sys.stderr, flush=True)
                 started = time.perf_counter()
                 try:
@@ -330,14 +336,15 @@ def _ops_status(watch: float | None, url: str | None, key: str | None) -> int:
                     print(f"ywtb ops status: read in {took:.1f} s", file=sys.stderr)
                 if watch is None:
                     return 0
-                await asyncio.sleep(watch)
+                await wait_or_stop(stop, watch)
+            return 0
         finally:
             if engine is not None:
                 await engine.dispose()
 
     try:
         return asyncio.run(run())
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the loop took over Ctrl-C
         return 0
 
 
