@@ -54,11 +54,24 @@ class ApiSettings(BaseModel):
     max_in_flight: int = Field(
         16,
         description=(
-            "requests handled at once; beyond it the API answers 503 with Retry-After at once "
+            "requests handled at once; beyond it they wait in line (max_queued, queue_wait_s) "
             "(/healthz and /readyz are not counted). At most the store's pool_size + "
             "max_overflow, so that saturation is answered at once, not after pool_timeout_s; "
             "raise it (with the pool) on a host with CPU to spare"
         ),
+    )
+    max_queued: int = Field(
+        256,
+        ge=0,
+        description=(
+            "requests that wait in line, first come first served, while max_in_flight are "
+            "handled; beyond the line the API answers 503 with Retry-After at once"
+        ),
+    )
+    queue_wait_s: float = Field(
+        1.0,
+        ge=0,
+        description="longest wait in that line; a request still waiting then is answered 503",
     )
     loop_lag_target_s: float = Field(
         0.2,

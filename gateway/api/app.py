@@ -64,10 +64,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.settings = resolved
     install_problem_handlers(app)
     install_offline_docs(app)
-    # Innermost first: HEAD as GET, the body limit, the in-flight limit (a request over it
-    # costs next to nothing), then the callers' limits, so that a refused or rate-limited
-    # request never takes a slot; the request id (below) wraps them all, so that every
-    # refusal names its request.
+    # Innermost first: HEAD as GET, the body limit, the in-flight limit and its line (a
+    # request refused costs next to nothing), then the callers' limits, so that a refused
+    # or rate-limited request never takes a slot or a place in line; the request id (below)
+    # wraps them all, so that every refusal names its request.
     app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit, settings=resolved.limits)
     app.add_middleware(
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         max_in_flight=resolved.api.max_in_flight,
         retry_after_s=resolved.api.retry_after_s,
         loop_lag_target_s=resolved.api.loop_lag_target_s,
+        max_queued=resolved.api.max_queued,
+        queue_wait_s=resolved.api.queue_wait_s,
     )
     app.add_middleware(CallerLimits, settings=resolved.limits)
 

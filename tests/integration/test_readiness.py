@@ -107,10 +107,11 @@ async def test_without_the_broker_readyz_answers_503_quickly(
     assert took < 4.0  # each check is bounded (api.readiness_timeout_s, 2 s)
 
 
-async def test_beyond_the_in_flight_limit_the_api_answers_503_at_once(
+async def test_beyond_the_in_flight_limit_and_its_line_the_api_answers_503_at_once(
     settings: Settings, platforms: dict[str, Platform]
 ) -> None:
     settings.api.max_in_flight = 1
+    settings.api.max_queued = 0  # no line: the second request is beyond it
     platforms["licence"].control.faults.latency_s = 2.0  # the one request in flight waits
     with ServedApp(create_app(settings)) as served:
         async with (
