@@ -30,7 +30,7 @@ from gateway.evidence import SOURCE_PLATFORMS, Evidence, EvidenceService, keep
 from gateway.idempotency import recall, remember
 from gateway.outbox import add_event, add_events
 from gateway.settings import EvidenceSettings
-from gateway.store.db import Sessions, transaction
+from gateway.store.db import Sessions, insert_new, transaction
 from gateway.store.models import (
     Application,
     ApplicationEvidence,
@@ -181,7 +181,7 @@ class ApplicationService:
                 if also is not None:
                     also(session, created)
                 if idempotency_key:
-                    remember(
+                    await remember(
                         session,
                         client=client,
                         key=idempotency_key,
@@ -249,6 +249,9 @@ class ApplicationService:
             status=ApplicationStatus.EVIDENCE_PENDING.value,
             credential_type=request.applicant.credential_type.value,
             credential_no=request.applicant.credential_no,
+            credential_index=credential_index(
+                request.applicant.credential_type.value, request.applicant.credential_no
+            ),
             request=request.model_dump(mode="json"),
             procedures=[p.value for p in procedures(request)],
             time_limit_days=time_limit_days(request),
@@ -304,8 +307,7 @@ class ApplicationService:
             application.reasons = [r.model_dump(mode="json") for r in reasons]
             application.dossier_completed_at = now
             events.append(_completion(application.id, status, reasons))
-        session.add(application)
-        session.add_all(links)
+        await insert_new(session, application, *links)
         await add_events(session, events)
         return _resource(
             application, sorted(links, key=lambda link: link.kind), deadline=clock, request=request

@@ -256,7 +256,7 @@ class CaseService:
                 ),
             )
             if key:
-                remember(
+                await remember(
                     session,
                     client=client,
                     key=key,

@@ -14,10 +14,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.store.db import insert_new
 from gateway.store.models import IdempotencyKey, utcnow
 from schemas.errors import InvalidInput
 
@@ -37,11 +39,26 @@ def request_hash(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-async def recall(
-    session: AsyncSession, client: str, key: str, fingerprint: str
-) -> IdempotencyKey | None:
+class Earlier(NamedTuple):
+    """What a key's first use recorded."""
+
+    request_hash: str
+    application_id: str
+    resource_id: str | None
+
+
+async def recall(session: AsyncSession, client: str, key: str, fingerprint: str) -> Earlier | None:
     """The earlier use of ``key`` by ``client`` (None if unused); 422 if it was another request."""
-    earlier = await session.get(IdempotencyKey, (client, key))
+    found = (
+        await session.execute(
+            select(
+                IdempotencyKey.request_hash,
+                IdempotencyKey.application_id,
+                IdempotencyKey.resource_id,
+            ).where(IdempotencyKey.client == client, IdempotencyKey.key == key)
+        )
+    ).first()
+    earlier = None if found is None else Earlier(*found)
     if earlier is not None and earlier.request_hash != fingerprint:
         raise InvalidInput("Idempotency-Key", "already used with a different request body")
     return earlier
@@ -66,7 +83,7 @@ async def replay(
     return None if found is None else Created(found, created=False)
 
 
-def remember(
+async def remember(
     session: AsyncSession,
     *,
     client: str,
@@ -76,8 +93,9 @@ def remember(
     application_id: str,
     resource_id: str,
 ) -> None:
-    """Record the key in the caller's transaction (which fails on commit if it raced another)."""
-    session.add(
+    """Record the key in the caller's transaction (``IntegrityError`` if it raced another)."""
+    await insert_new(
+        session,
         IdempotencyKey(
             client=client,
             key=key,
@@ -86,5 +104,5 @@ def remember(
             application_id=application_id,
             resource_id=resource_id,
             created_at=utcnow(),
-        )
+        ),
     )

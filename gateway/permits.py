@@ -109,7 +109,7 @@ class PermitService:
             session.add(permit)
             add_event(session, _event(PermitEvent.REQUESTED, permit, {}))
             if key:
-                remember(
+                await remember(
                     session,
                     client=client,
                     key=key,
