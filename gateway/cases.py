@@ -230,6 +230,7 @@ class CaseService:
                 result_code=report.result_code,
                 event_id=str(uuid.uuid4()),
                 created_at=now,
+                push_tracked_at=None if case_no else now,  # no case: nothing to push
             )
             session.add(change)
             await session.flush()

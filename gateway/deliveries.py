@@ -13,9 +13,15 @@ from enum import StrEnum
 
 from aiokafka import ConsumerRecord
 from cloudevents.core.base import BaseCloudEvent
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.store.models import Delivery, utcnow
+from gateway.store.models import Delivery, StageChange, utcnow
+from schemas.events import ApplicationEvent
+
+#: The worker that pushes stage changes to 一网通办. Its first record of a stage change
+#: marks it ``push_tracked_at``: the sweeper drives only the stage changes it never saw.
+PUSHER = "ywtb-status"
 
 
 class DeliveryStatus(StrEnum):
@@ -63,6 +69,7 @@ async def record_delivery(
     last record, to those it holds (so every try is counted, across rounds and restarts)."""
     ref = event if isinstance(event, DeliveryRef) else DeliveryRef.of_event(event)
     row = await session.get(Delivery, (worker, ref.event_id[:64]))
+    first = row is None
     if row is None:
         row = Delivery(
             worker=worker,
@@ -75,3 +82,9 @@ async def record_delivery(
     row.attempts = (row.attempts or 0) + attempts
     row.last_error = error[:1000] if error else None
     row.updated_at = utcnow()
+    if first and worker == PUSHER and ref.event_type == ApplicationEvent.STAGE_CHANGED:
+        await session.execute(
+            update(StageChange)
+            .where(StageChange.event_id == row.event_id, StageChange.push_tracked_at.is_(None))
+            .values(push_tracked_at=row.updated_at)
+        )

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import kafka as ce_kafka
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -47,7 +47,7 @@ from adapters.registry import filling
 from adapters.resilience import BreakerState
 from gateway.bootstrap import Container
 from gateway.bus import JSON_FORMAT, outbox_to_message
-from gateway.deliveries import DeliveryStatus, record_delivery
+from gateway.deliveries import PUSHER, DeliveryStatus, record_delivery
 from gateway.store.db import transaction
 from gateway.store.models import (
     Application,
@@ -184,18 +184,11 @@ class Sweeper:
             unpushed = await session.execute(
                 select(StageChange.event_id, StageChange.created_at)
                 .join(Case, Case.application_id == StageChange.application_id)
-                .outerjoin(
-                    Delivery,
-                    and_(
-                        Delivery.worker == "ywtb-status",
-                        Delivery.event_id == StageChange.event_id,
-                    ),
-                )
-                .where(Delivery.event_id.is_(None))
+                .where(StageChange.push_tracked_at.is_(None))  # no delivery row yet
                 .order_by(StageChange.application_id, StageChange.seq)
             )
             for event_id, since in unpushed:
-                add("ywtb-status", event_id, since, *WORKER_PLATFORMS["ywtb-status"])
+                add(PUSHER, event_id, since, *WORKER_PLATFORMS[PUSHER])
         return work
 
     def _breaker_open(self, platforms: Iterable[str]) -> bool:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
@@ -297,7 +298,17 @@ class StageChange(Base):
     """A stage the marketing system reported; ``seq`` orders the stages of an application."""
 
     __tablename__ = "stage_changes"
-    __table_args__ = (UniqueConstraint("application_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("application_id", "seq"),
+        # The sweeper's stage changes never seen by the pusher: few, whatever the history.
+        Index(
+            "ix_stage_changes_unpushed",
+            "application_id",
+            "seq",
+            postgresql_where=text("push_tracked_at IS NULL"),
+            sqlite_where=text("push_tracked_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     application_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -309,6 +320,10 @@ class StageChange(Base):
     result_code: Mapped[str | None] = mapped_column(String(32))
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
+    push_tracked_at: Mapped[datetime | None] = mapped_column(
+        comment="when the ywtb-status worker first recorded its push (a delivery row), or when "
+        "it was recorded if its application has no 一网通办 case; NULL: the sweeper's to drive"
+    )
 
 
 class DeadlineAlert(Base):
