@@ -124,7 +124,7 @@ class Bench:
 
     async def warm_sqlite(self, stack: Stack) -> None:
         url = await self._warm_server(stack, None, sqlite=True)
-        rows = self.load(url + "/api/v1/applications", self.submit_script(WARM_BODY), [1, 8, 64])
+        rows = self.load(url + "/api/v1/applications", self.submit_script(WARM_BODY), CONCURRENCY)
         self.keep(
             "warm_sqlite", "warm 一证办电, `ywtb serve` on SQLite (the sandbox's store)", rows
         )
