@@ -26,7 +26,7 @@ from adapters.platform import SignedPlatformSettings
 from adapters.signing import HEADER_APP_ID, SIGNING_HEADERS, verify_signature
 from gateway.audit import AuditLog, Exchange, digest
 from gateway.metrics import CALLBACK_REFUSALS
-from gateway.store.db import Sessions, transaction
+from gateway.store.db import Sessions, insert_new, transaction
 from gateway.store.models import Nonce, ReceivedCallback, utcnow
 from schemas.errors import InvalidInput, Unauthorized
 
@@ -161,12 +161,13 @@ class CallbackVerifier:
                 if now - self._purged_at >= _PURGE_EVERY_S:
                     await session.execute(delete(Nonce).where(Nonce.expires_at < now))
                     self._purged_at = now
-                session.add(
+                await insert_new(
+                    session,
                     Nonce(
                         app_id=app_id,
                         nonce=nonce,
                         expires_at=now + 2 * self._settings.callback_window_s,
-                    )
+                    ),
                 )
         except IntegrityError as exc:
             raise Unauthorized(f"nonce {nonce!r} was already used", code="replayed_nonce") from exc
