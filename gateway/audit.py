@@ -15,8 +15,11 @@ so changing, deleting or reordering one record breaks the chain at its
 Appends are serialised by the chain head row (``audit_head``), locked first
 in the appending transaction, so two processes never fork the chain. Callers
 never wait on the store: records go through a bounded in-process queue that
-one writer loop (``supervise``) drains in batches; a full queue makes the
-caller wait rather than drop a record; a failed batch is retried, never lost.
+one writer loop (``supervise``) drains in batches, waiting ``audit_batch_wait_s``
+after a record for the ones that follow it (one transaction for the calls of a
+request); a full queue makes the caller wait rather than drop a record; a
+failed batch is retried, never lost; a stop writes what is queued. A hard crash
+loses what is still in memory: the last few milliseconds of exchanges.
 """
 
 from __future__ import annotations
@@ -308,6 +311,7 @@ class AuditLog:
         self._signer = Signer.of(settings)
         self._loops = loops
         self._queue: asyncio.Queue[Exchange] = asyncio.Queue(settings.audit_queue_size)
+        self._batch_wait_s = settings.audit_batch_wait_s
         self._batch: list[Exchange] = []  # taken from the queue, not yet committed
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -358,13 +362,29 @@ class AuditLog:
                     beat()
                     continue
                 self._batch.append(first)
-                while len(self._batch) < 500 and not self._queue.empty():
-                    self._batch.append(self._queue.get_nowait())
+                await self._fill_batch()
             async with transaction(self._sessions) as session:
                 await append(session, self._batch, self._signer)
             self._batch = []
             self._unsigned = True
             beat()
+
+    async def _fill_batch(self) -> None:
+        """Add what comes within ``batch_wait_s`` (at most 500 records): one transaction, not
+        one per record. Records taken stay in ``_batch`` until committed, so a restarted
+        writer writes them."""
+        until = time.monotonic() + self._batch_wait_s
+        while len(self._batch) < 500:
+            if self._queue.empty():
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                try:
+                    self._batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except TimeoutError:
+                    return
+            else:
+                self._batch.append(self._queue.get_nowait())
 
     async def _sign_tail(self, *, force: bool) -> None:
         """Sign the head once records have waited ``interval_s`` (or at shutdown)."""
