@@ -287,6 +287,13 @@ class ProtectionSettings(BaseModel):
     audit_queue_size: int = Field(
         10_000, ge=1, description="exchange-log records buffered in memory before callers wait"
     )
+    audit_batch_wait_s: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description="how long the exchange-log writer waits after a record for more to append "
+        "in the same transaction (the exchanges of one request come a few ms apart)",
+    )
 
 
 class SandboxSettings(BaseModel):

@@ -494,3 +494,56 @@ async def test_two_writers_on_one_store_never_fork_the_chain(
         checkpoints = list(await session.scalars(select(AuditCheckpoint.seq)))
     assert seqs == list(range(1, 121))
     assert checkpoints and max(checkpoints) >= 100  # every 100 records, signed and verified
+
+
+async def test_exchanges_a_moment_apart_are_appended_in_one_transaction(
+    container: Container, settings: Settings
+) -> None:
+    """The licence and project calls of one application end a few ms apart: one batch."""
+    from sqlalchemy import event
+
+    from gateway.audit import AuditLog, Exchange, verify_store
+    from gateway.supervise import Loops
+
+    protection = settings.protection.model_copy(update={"audit_batch_wait_s": 0.5})
+    log = AuditLog(container.sessions, protection, Loops())
+    inserts: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT") and "audit_log" in statement:
+            inserts.append(statement)
+
+    event.listen(container.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await log.record(Exchange(actor="licence", operation="POST /ws/licence", outcome="ok"))
+        await asyncio.sleep(0.05)
+        await log.record(Exchange(actor="project", operation="GET /api/v1/projects", outcome="ok"))
+        await log.flush()
+    finally:
+        event.remove(container.engine.sync_engine, "before_cursor_execute", count)
+        await log.aclose()
+    assert len(inserts) == 1
+    checked, problem = await verify_store(container.sessions, protection.audit_public_key)
+    assert problem is None
+    async with container.sessions() as session:
+        actors = list(await session.scalars(select(AuditRecord.actor).order_by(AuditRecord.seq)))
+    assert actors[-2:] == ["licence", "project"] and checked == len(actors)
+
+
+async def test_a_stopping_writer_writes_the_batch_it_is_gathering(
+    container: Container, settings: Settings
+) -> None:
+    """Shut down while the writer waits for more: what it holds is written, not dropped."""
+    from gateway.audit import AuditLog, Exchange
+    from gateway.supervise import Loops
+
+    protection = settings.protection.model_copy(update={"audit_batch_wait_s": 1.0})
+    log = AuditLog(container.sessions, protection, Loops())
+    await log.record(Exchange(actor="licence", operation="POST /ws/licence", outcome="ok"))
+    await asyncio.sleep(0.05)  # taken from the queue, waiting for company
+    assert log.backlog() == 1
+    await log.aclose()
+    assert log.backlog() == 0
+    async with container.sessions() as session:
+        actors = list(await session.scalars(select(AuditRecord.actor)))
+    assert "licence" in actors
