@@ -210,10 +210,11 @@ class Relay:
             await _dropped(ahead[1])
 
     async def _mark_sent(self, seqs: list[int]) -> None:
-        async with transaction(self._sessions) as session:
-            await session.execute(
-                update(OutboxRow).where(OutboxRow.seq.in_(seqs)).values(sent_at=utcnow())
-            )
+        with store_errors():
+            async with self._sessions.engine.begin() as connection:
+                await connection.execute(
+                    update(OutboxRow).where(OutboxRow.seq.in_(seqs)).values(sent_at=utcnow())
+                )
 
     async def _marked(self) -> None:
         """Wait for the marking under way, if any (its failure is raised here)."""
