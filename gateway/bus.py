@@ -264,24 +264,6 @@ async def create_topics(settings: KafkaSettings, topics: Sequence[str]) -> None:
                         await client.create_topics(new)
 
 
-class Acknowledgements:
-    """The broker's answers to messages handed to the producer (``KafkaBus.send``), in order."""
-
-    def __init__(self, futures: Sequence[asyncio.Future[Any]], timeout_s: float) -> None:
-        self._futures = futures
-        self._timeout_s = timeout_s
-
-    async def wait(self) -> list[bool]:
-        """Per message, whether the broker acknowledged it; ``BrokerUnavailable`` if the broker
-        took the messages and did not answer within the timeout."""
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                results = await asyncio.gather(*self._futures, return_exceptions=True)
-        except TimeoutError as exc:
-            raise BrokerUnavailable("Kafka: no acknowledgement in time") from exc
-        return [not isinstance(result, BaseException) for result in results]
-
-
 class KafkaBus:
     """Producer and topic administration for one Kafka cluster."""
 
@@ -321,12 +303,7 @@ class KafkaBus:
             self._known_topics.update(missing)
 
     async def publish(self, messages: Sequence[tuple[str, ce_kafka.KafkaMessage]]) -> list[bool]:
-        """Send ``(topic, message)`` pairs; return, per message, whether the broker acknowledged."""
-        acknowledgements = await self.send(messages)
-        return await acknowledgements.wait()
-
-    async def send(self, messages: Sequence[tuple[str, ce_kafka.KafkaMessage]]) -> Acknowledgements:
-        """Hand ``(topic, message)`` pairs to the producer; return their acknowledgements to await.
+        """Send ``(topic, message)`` pairs; return, per message, whether the broker acknowledged.
 
         Messages go out in order; aiokafka keeps one batch in flight per
         partition, so messages of one key arrive in the order given.
@@ -345,7 +322,12 @@ class KafkaBus:
                         headers=list(message.headers.items()),
                     )
                 )
-        return Acknowledgements(futures, self.settings.request_timeout_s * 2)
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s * 2):
+                results = await asyncio.gather(*futures, return_exceptions=True)
+        except TimeoutError as exc:  # the broker took the batch and went silent
+            raise BrokerUnavailable("Kafka: no acknowledgement in time") from exc
+        return [not isinstance(result, BaseException) for result in results]
 
     async def ping(self) -> None:
         """Raise ``BrokerUnavailable`` unless the cluster answers a metadata request."""

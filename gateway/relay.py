@@ -7,13 +7,11 @@ lane, one owner, ascending ``seq``). A relay renews its leases once a third of
 the lease has passed, not every round.
 
 A round reads a batch of pending rows, sends all of them, then waits for every
-acknowledgement; the wait for a full batch is spent reading the next one (read
-ahead, leaving out the rows in flight; dropped unless this batch is wholly
-acknowledged). The acknowledged rows are marked sent in one UPDATE while the
-next round sends. A row is marked sent only after the broker acknowledged it
-(a marking lost with the store means the rows are published again: at least
-once); while the broker is unreachable the relay backs off and tries again,
-losing nothing.
+acknowledgement; the acknowledged rows are marked sent in one UPDATE, while the
+next round reads and sends. A row is marked sent only after the broker
+acknowledged it (a marking lost with the store means the rows are published
+again: at least once); while the broker is unreachable the relay backs off and
+tries again, losing nothing.
 
 What keeps the order of one key on its partition: the rows are sent in ``seq``
 order to one producer, which writes them in that order (aiokafka keeps one
@@ -42,13 +40,11 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Row, or_, select, type_coerce, update
+from sqlalchemy import or_, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql import ColumnElement
 
 from gateway.bus import KafkaBus, outbox_to_message
 from gateway.metrics import RELAY_PUBLISHED
@@ -90,7 +86,6 @@ class Relay:
         self._wake = asyncio.Event()  # set when a transaction added events
         self._marking: asyncio.Future[None] | None = None  # rows acknowledged, being marked
         self._marking_seqs: list[int] = []
-        self._ahead: tuple[list[int], asyncio.Future[Sequence[Row[Any]]]] | None = None
 
     async def _claim_lanes(self) -> list[int]:
         """Take free lanes and renew held ones; return the lanes this relay now owns."""
@@ -136,78 +131,38 @@ class Relay:
     async def publish_once(self) -> int:
         """Publish one batch of pending rows from this relay's lanes; return how many were sent.
 
-        While the broker acknowledges a full batch, the next one is read (it is sent only
-        once this one is acknowledged, and dropped if this one is not). The rows the broker
-        acknowledged are marked sent while the next batch is sent (one marking at a time).
+        The rows the broker acknowledged are marked sent while the next batch is read
+        and sent (one marking at a time; that batch leaves out the rows being marked).
         """
+        self._wake.clear()  # what commits from now on wakes the next wait
         try:
             lanes = await self._held_lanes()
         except IntegrityError:  # another relay created the lane rows first
             return 0
-        try:
-            rows = await self._next_rows(lanes)
-            if not rows:
-                await self._marked()
-                return 0
-            acknowledgements = await self._bus.send(
-                [(row.topic, outbox_to_message(row)) for row in rows]
-            )
-            if len(rows) == self._settings.batch_size:  # more are likely waiting: read them now
-                in_flight = [row.seq for row in rows] + self._being_marked()
-                self._ahead = lanes, asyncio.ensure_future(self._read(lanes, in_flight))
-            acked = await acknowledgements.wait()
-            sent = [row.seq for row, ok in zip(rows, acked, strict=True) if ok]
-            RELAY_PUBLISHED.inc(len(sent))
-            await self._marked()
-            if sent:
-                self._marking = asyncio.ensure_future(self._mark_sent(sent))
-                self._marking_seqs = sent
-            if len(sent) < len(rows):
-                raise BrokerUnavailable(f"broker acknowledged {len(sent)} of {len(rows)} events")
-        except BaseException:
-            await self._drop_ahead()
-            raise
-        return len(sent)
-
-    async def _next_rows(self, lanes: list[int]) -> Sequence[Row[Any]]:
-        """The batch read ahead for these lanes, or else a batch read now."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            ahead_lanes, reading = ahead
-            if ahead_lanes == lanes:
-                return await reading
-            await _dropped(reading)
         if not lanes:
-            self._wake.clear()
-            return []
-        return await self._read(lanes, self._being_marked())
-
-    def _being_marked(self) -> list[int]:
-        """The rows of the marking under way: acknowledged, perhaps not yet marked sent."""
-        marking = self._marking is not None and not self._marking.done()
-        return self._marking_seqs if marking else []
-
-    async def _read(self, lanes: list[int], leave_out: list[int]) -> Sequence[Row[Any]]:
-        """A batch of pending rows of ``lanes`` in ``seq`` order, but for ``leave_out`` (rows
-        sent and not yet marked)."""
-        self._wake.clear()  # what commits from now on wakes the next wait
-        pending: list[ColumnElement[bool]] = [
+            return 0
+        pending = [
             OutboxRow.sent_at.is_(None),
             (OutboxRow.key_hash % self._settings.lanes).in_(lanes),
         ]
-        if leave_out:
-            pending.append(OutboxRow.seq.not_in(leave_out))
+        if self._marking is not None and not self._marking.done():
+            pending.append(OutboxRow.seq.not_in(self._marking_seqs))
         query = select(*_PUBLISHED).where(*pending).order_by(OutboxRow.seq)
         with store_errors():
             async with self._sessions.engine.connect() as connection:
-                result = await connection.execute(query.limit(self._settings.batch_size))
-                return result.all()
-
-    async def _drop_ahead(self) -> None:
-        """Forget the batch read ahead, if any (its rows are read again when their turn comes)."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            await _dropped(ahead[1])
+                rows = (await connection.execute(query.limit(self._settings.batch_size))).all()
+        if not rows:
+            await self._marked()
+            return 0
+        acked = await self._bus.publish([(row.topic, outbox_to_message(row)) for row in rows])
+        sent = [row.seq for row, ok in zip(rows, acked, strict=True) if ok]
+        RELAY_PUBLISHED.inc(len(sent))
+        await self._marked()
+        if sent:
+            self._marking, self._marking_seqs = asyncio.ensure_future(self._mark_sent(sent)), sent
+        if len(sent) < len(rows):
+            raise BrokerUnavailable(f"broker acknowledged {len(sent)} of {len(rows)} events")
+        return len(sent)
 
     async def _mark_sent(self, seqs: list[int]) -> None:
         with store_errors():
@@ -315,17 +270,10 @@ class Relay:
         try:
             with store_errors():
                 async with asyncio.timeout(_RELEASE_TIMEOUT_S):
-                    await self._drop_ahead()
                     await self._marked()
                     await self.release()
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("relay leases left to expire", extra={"error": str(exc)})
-
-
-async def _dropped(reading: asyncio.Future[Sequence[Row[Any]]]) -> None:
-    """Let a read whose rows are not wanted finish (cancelled mid-query, it could leave its
-    connection unusable). Whether it succeeded changes nothing: none of its rows was sent."""
-    await asyncio.gather(reading, return_exceptions=True)
 
 
 _RELEASE_TIMEOUT_S = 2.0
