@@ -147,15 +147,10 @@ class Relay:
         ]
         if self._marking is not None and not self._marking.done():
             pending.append(OutboxRow.seq.not_in(self._marking_seqs))
-        async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(*_PUBLISHED)
-                    .where(*pending)
-                    .order_by(OutboxRow.seq)
-                    .limit(self._settings.batch_size)
-                )
-            ).all()
+        query = select(*_PUBLISHED).where(*pending).order_by(OutboxRow.seq)
+        with store_errors():
+            async with self._sessions.engine.connect() as connection:
+                rows = (await connection.execute(query.limit(self._settings.batch_size))).all()
         if not rows:
             await self._marked()
             return 0
@@ -170,10 +165,11 @@ class Relay:
         return len(sent)
 
     async def _mark_sent(self, seqs: list[int]) -> None:
-        async with transaction(self._sessions) as session:
-            await session.execute(
-                update(OutboxRow).where(OutboxRow.seq.in_(seqs)).values(sent_at=utcnow())
-            )
+        with store_errors():
+            async with self._sessions.engine.begin() as connection:
+                await connection.execute(
+                    update(OutboxRow).where(OutboxRow.seq.in_(seqs)).values(sent_at=utcnow())
+                )
 
     async def _marked(self) -> None:
         """Wait for the marking under way, if any (its failure is raised here)."""

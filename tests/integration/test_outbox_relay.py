@@ -4,10 +4,13 @@ woken by each commit (in this process, or by PostgreSQL from another) rather tha
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -16,8 +19,10 @@ from gateway.bus import KafkaBus, record_to_event
 from gateway.devbroker import DevBroker
 from gateway.outbox import add_event
 from gateway.relay import Relay
+from gateway.settings import KafkaSettings
 from gateway.store.db import transaction
 from gateway.store.models import ApiClient, OutboxRow, utcnow
+from schemas.errors import BrokerUnavailable
 from schemas.events import APPLICATION_EVENTS, SOURCE, ApplicationEvent, Event
 from tests.kafka import read_topic
 from tests.running import eventually, ywtb_process
@@ -146,6 +151,88 @@ async def test_two_relays_publish_each_event_once(container: Container, broker: 
 
     ids = [record_to_event(r).get_id() for r in records]
     assert len(ids) == 40 and len(set(ids)) == 40
+
+
+class _RecordingBus(KafkaBus):
+    """The real bus, recording the ``n`` of each batch it publishes; the broker's answer to the
+    first batch's message at ``refuse`` (if any) is reported as a refusal."""
+
+    def __init__(self, settings: KafkaSettings, refuse: int | None = None) -> None:
+        super().__init__(settings)
+        self.batches: list[list[int]] = []
+        self._refuse = refuse
+
+    async def publish(self, messages: Sequence[tuple[str, KafkaMessage]]) -> list[bool]:
+        self.batches.append([json.loads(message.value)["n"] for _, message in messages])
+        acked = await super().publish(messages)
+        if self._refuse is not None and len(self.batches) == 1:
+            acked[self._refuse] = False
+        return acked
+
+
+async def _backlog(container: Container, count: int, keys: int) -> None:
+    async with transaction(container.sessions) as session:
+        for n in range(count):
+            add_event(session, _event(f"app-{n % keys}", n))
+
+
+async def test_a_backlog_goes_out_batch_after_batch_each_event_once_in_key_order(
+    container: Container, broker: DevBroker
+) -> None:
+    await _backlog(container, 23, keys=4)
+    bus = _RecordingBus(container.settings.kafka)
+    relay = Relay(
+        container.sessions, bus, container.settings.relay.model_copy(update={"batch_size": 5})
+    )
+    try:
+        while (
+            await relay.publish_once()
+        ):  # full batches: each one read while the last is acknowledged
+            pass
+        assert await relay.publish_once() == 0  # and the last marking is done
+    finally:
+        await relay.release()
+        await bus.close()
+
+    # Every row sent once, in seq order, nothing skipped or sent again across batches.
+    assert bus.batches == [
+        [0, 1, 2, 3, 4],
+        [5, 6, 7, 8, 9],
+        [10, 11, 12, 13, 14],
+        [15, 16, 17, 18, 19],
+        [20, 21, 22],
+    ]
+    async with container.sessions() as session:
+        assert await session.scalar(select(func.count()).where(OutboxRow.sent_at.is_(None))) == 0
+    records = await read_topic(broker.bootstrap, APPLICATION_EVENTS, expect=23)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_key[record.key.decode()].append(record_to_event(record).get_data()["n"])  # type: ignore[union-attr,index]
+    assert by_key == {f"app-{k}": list(range(k, 23, 4)) for k in range(4)}
+
+
+async def test_an_event_the_broker_refused_goes_out_again_before_any_later_one(
+    container: Container, broker: DevBroker
+) -> None:
+    await _backlog(container, 12, keys=3)
+    bus = _RecordingBus(container.settings.kafka, refuse=2)
+    relay = Relay(
+        container.sessions, bus, container.settings.relay.model_copy(update={"batch_size": 4})
+    )
+    try:
+        with pytest.raises(BrokerUnavailable, match="acknowledged 3 of 4"):
+            await relay.publish_once()
+        while await relay.publish_once():
+            pass
+        assert await relay.publish_once() == 0
+    finally:
+        await relay.release()
+        await bus.close()
+
+    # Event 2 is sent again before anything after it; what was acknowledged is not sent again.
+    assert bus.batches == [[0, 1, 2, 3], [2, 4, 5, 6], [7, 8, 9, 10], [11]]
+    async with container.sessions() as session:
+        assert await session.scalar(select(func.count()).where(OutboxRow.sent_at.is_(None))) == 0
 
 
 async def _published_within(container: Container, event: Event, seconds: float) -> bool:
