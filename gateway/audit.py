@@ -41,11 +41,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.signing import ALGORITHMS
 from gateway.protect import blind_index, sm3_hex
 from gateway.settings import ProtectionSettings
-from gateway.store.db import Sessions, transaction
+from gateway.store.db import Sessions, store_errors, transaction
 from gateway.store.models import AuditCheckpoint, AuditHead, AuditRecord, utcnow
 from gateway.supervise import Beat, Loops, supervise
+from schemas.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+#: Longest pause between two tries of the writer while the store is away.
+_MAX_BACKOFF_S = 5.0
 
 GENESIS = "0" * 64
 #: The tables as Core sees them: appends skip the ORM's unit of work.
@@ -350,24 +354,50 @@ class AuditLog:
             )
 
     async def _drain(self, stop: asyncio.Event, beat: Beat) -> None:
+        """Write batches until stopped with nothing left. While the store is away the batch
+        in hand is kept and tried again with back-off (logged when the outage starts and
+        ends): the store's outage is ``/readyz``'s to report, not a failure of this loop."""
+        backoff: float | None = None
         while True:
-            if not self._batch:
-                if stop.is_set() and self._queue.empty():
-                    await self._sign_tail(force=True)
-                    return
-                try:
-                    first = await asyncio.wait_for(self._queue.get(), 0.2)
-                except TimeoutError:
-                    await self._sign_tail(force=False)
-                    beat()
-                    continue
-                self._batch.append(first)
-                await self._fill_batch()
-            async with transaction(self._sessions) as session:
-                await append(session, self._batch, self._signer)
-            self._batch = []
-            self._unsigned = True
-            beat()
+            try:
+                with store_errors():
+                    if await self._write_next(stop, beat):
+                        return
+            except StoreUnavailable as exc:
+                if backoff is None:
+                    backoff = 0.1
+                    log.warning(
+                        "exchange log waiting for the store",
+                        extra={"error": exc.detail, "backlog": self.backlog()},
+                    )
+                beat()
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, _MAX_BACKOFF_S)
+                continue
+            if backoff is not None:
+                log.info("exchange log written again", extra={"backlog": self.backlog()})
+                backoff = None
+
+    async def _write_next(self, stop: asyncio.Event, beat: Beat) -> bool:
+        """Write the next batch (or sign the tail when idle); True once stopped and drained."""
+        if not self._batch:
+            if stop.is_set() and self._queue.empty():
+                await self._sign_tail(force=True)
+                return True
+            try:
+                first = await asyncio.wait_for(self._queue.get(), 0.2)
+            except TimeoutError:
+                await self._sign_tail(force=False)
+                beat()
+                return False
+            self._batch.append(first)
+            await self._fill_batch()
+        async with transaction(self._sessions) as session:
+            await append(session, self._batch, self._signer)
+        self._batch = []
+        self._unsigned = True
+        beat()
+        return False
 
     async def _fill_batch(self) -> None:
         """Add what comes within ``batch_wait_s`` (at most 500 records): one transaction, not

@@ -34,11 +34,13 @@ from sqlalchemy.engine import make_url
 
 from adapters.simulation import ServedApp
 from gateway.api.app import create_app
+from gateway.audit import AuditLog, Exchange
 from gateway.bootstrap import Container
 from gateway.devbroker import free_port
 from gateway.settings import RelaySettings, Settings
 from gateway.store.db import open_store
-from gateway.store.models import OutboxRow
+from gateway.store.models import AuditRecord, OutboxRow
+from gateway.supervise import Loops
 from schemas.errors import StoreUnavailable
 from schemas.events import ApplicationEvent
 from tests.integration.conftest import Platform
@@ -299,6 +301,33 @@ async def test_with_the_store_away_the_api_answers_503_with_retry_after_then_rec
             assert lookup.status_code == 200
             assert lookup.json()["status"] == "ready"
             assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_with_the_store_away_the_exchange_log_keeps_its_batch_and_its_loop_running(
+    settings: Settings, proxied: TcpProxy
+) -> None:
+    """The outage is the store's to report: the writer waits it out, nothing is lost."""
+    engine, sessions = await open_store(settings.store)
+    loops = Loops()
+    exchanges = AuditLog(sessions, settings.protection, loops)
+    try:
+        await exchanges.record(Exchange(actor="licence", operation="POST /ws", outcome="ok"))
+        await exchanges.flush()
+        proxied.cut()
+        await exchanges.record(Exchange(actor="project", operation="GET /api", outcome="ok"))
+        await asyncio.sleep(1.5)  # several tries against the missing store
+        writer = loops.state("audit-writer")
+        assert writer.running and writer.last_error is None and loops.stuck() == []
+        assert exchanges.backlog() == 1
+
+        proxied.restore()
+        await exchanges.flush()
+        async with sessions() as session:
+            actors = list(await session.scalars(select(AuditRecord.actor)))
+    finally:
+        await exchanges.aclose()
+        await engine.dispose()
+    assert actors == ["licence", "project"]
 
 
 async def test_with_the_pool_exhausted_the_api_answers_503_with_retry_after_within_a_second(
