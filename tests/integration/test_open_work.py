@@ -152,6 +152,9 @@ async def test_two_sweepers_at_once_drive_each_open_item_once(
     await asyncio.sleep(settings.sweeper.grace_s)
     platforms["licence"].control.faults.down = False
     platforms["licence"].control.reset()
+    # Each licence call takes a while, so that one sweeper cannot drive everything before
+    # the other has read the open work: the two really overlap, whatever the machine's load.
+    platforms["licence"].control.faults.latency_s = 0.2
 
     other = await bootstrap(settings)  # a second replica: its own pool, breakers and sweeper
     try:
