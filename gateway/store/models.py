@@ -69,6 +69,16 @@ class OutboxRow(Base):
     """An event waiting for (or done with) publication; ``seq`` is the publication order."""
 
     __tablename__ = "outbox"
+    __table_args__ = (
+        # The relay's pending rows in publication order: a round reads its batch off the front
+        # of this index, however long the backlog or the history.
+        Index(
+            "ix_outbox_unsent",
+            "seq",
+            postgresql_where=text("sent_at IS NULL"),
+            sqlite_where=text("sent_at IS NULL"),
+        ),
+    )
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -81,7 +91,7 @@ class OutboxRow(Base):
     time: Mapped[datetime]
     data: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("outbox.data"))
     created_at: Mapped[datetime]
-    sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    sent_at: Mapped[datetime | None]
     traceparent: Mapped[str | None] = mapped_column(
         String(55), comment="W3C trace context of the transaction that wrote the event"
     )
