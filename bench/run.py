@@ -81,7 +81,6 @@ class Bench:
             "/api/v1/applications",
             json.dumps(body, ensure_ascii=False),
             HEADERS,
-            unique_key=uuid.uuid4().hex,
         )
 
     async def run(self, only: set[str]) -> None:

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ function setup(thread)
   table.insert(threads, thread)
 end
 function init(args)
+  run = args[1]
   statuses = {}
   retry_after = 0
   counter = 0
@@ -57,15 +59,16 @@ def lua_string(value: str) -> str:
     return f"[==[{value}]==]"
 
 
-def post_script(path: str, body: str, headers: dict[str, str], *, unique_key: str) -> str:
-    """POST ``body`` to ``path``; each request gets its own ``Idempotency-Key``."""
+def post_script(path: str, body: str, headers: dict[str, str]) -> str:
+    """POST ``body`` to ``path``; each request gets its own ``Idempotency-Key``, in every run of
+    the script (a key is the run's id, the thread's and a count)."""
     fixed = ", ".join(f"[ {lua_string(k)} ] = {lua_string(v)}" for k, v in headers.items())
     return COMMON + (
         f"local PATH, BODY = {lua_string(path)}, {lua_string(body)}\n"
         "function request()\n"
         "  counter = counter + 1\n"
         f"  local h = {{{fixed}}}\n"
-        f'  h["Idempotency-Key"] = {lua_string(unique_key)} .. "-" .. id .. "-" .. counter\n'
+        '  h["Idempotency-Key"] = run .. "-" .. id .. "-" .. counter\n'
         '  return wrk.format("POST", PATH, h, BODY)\n'
         "end\n"
     )
@@ -158,6 +161,8 @@ def wrk(url: str, script: str, *, connections: int, seconds: float, threads: int
                 "-s",
                 str(path),
                 url,
+                "--",
+                uuid.uuid4().hex,  # the run's id: the script's args[1]
             ],
             capture_output=True,
             text=True,
