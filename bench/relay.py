@@ -1,6 +1,7 @@
 """Outbox relay throughput against a bare aiokafka producer, on one development broker.
 
-One scenario of ``make bench`` (``bench/run.py``). Both publish the same
+Two scenarios of ``make bench`` (``bench/run.py``): the outbox on SQLite (the
+sandbox's store) and on PostgreSQL (production's). Both publish the same
 CloudEvents messages to the same broker in the same run; the baseline skips
 the store (no outbox rows, no marking sent), so the ratio is the price of the
 transactional outbox.
@@ -12,6 +13,7 @@ import asyncio
 import platform
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,11 +82,9 @@ async def _baseline(bootstrap: str, events: list[Event]) -> float:
         await producer.stop()
 
 
-async def _relay(bootstrap: str, events: list[Event], workdir: Path) -> float:
+async def _relay(bootstrap: str, events: list[Event], store: StoreSettings) -> float:
     """Seconds for the relay to publish ``events`` from the outbox and mark them sent."""
-    engine, sessions = await open_store(
-        StoreSettings(url=f"sqlite+aiosqlite:///{workdir / 'bench.db'}")
-    )
+    engine, sessions = await open_store(store)
     bus = KafkaBus(KafkaSettings(bootstrap=bootstrap))
     try:
         async with transaction(sessions) as session:
@@ -109,9 +109,12 @@ async def _relay(bootstrap: str, events: list[Event], workdir: Path) -> float:
         await engine.dispose()
 
 
-async def relay_vs_producer(count: int, rounds: int = 3) -> dict[str, object]:
+async def relay_vs_producer(
+    count: int, new_store: Callable[[], Awaitable[StoreSettings]] | None = None, rounds: int = 3
+) -> dict[str, object]:
     """Best of ``rounds`` runs of each, alternating, so that a busy moment of a shared
-    machine does not decide the ratio."""
+    machine does not decide the ratio. Each relay run has an empty store of its own:
+    ``new_store``'s, or a SQLite file."""
     install(keyring_of(Settings().protection))  # outbox data is stored encrypted (sandbox keys)
     baseline: list[float] = []
     relayed: list[float] = []
@@ -121,11 +124,15 @@ async def relay_vs_producer(count: int, rounds: int = 3) -> dict[str, object]:
         await bus.close()
         for n in range(rounds):
             baseline.append(await _baseline(broker.bootstrap, _events(count, f"baseline{n}")))
-            workdir = Path(tmp) / str(n)
-            workdir.mkdir()
-            relayed.append(await _relay(broker.bootstrap, _events(count, f"relay{n}"), workdir))
+            store = (
+                await new_store()
+                if new_store is not None
+                else StoreSettings(url=f"sqlite+aiosqlite:///{Path(tmp) / f'{n}.db'}")
+            )
+            relayed.append(await _relay(broker.bootstrap, _events(count, f"relay{n}"), store))
     return {
         "benchmark": "outbox relay vs bare aiokafka producer",
+        "store": "PostgreSQL" if new_store is not None else "SQLite",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} Python {platform.python_version()}",
         "events": count,

@@ -28,6 +28,7 @@ from adapters.ywtb.mapping import callback_body
 from bench.relay import relay_vs_producer
 from bench.stack import API_KEY, Stack, gather_limited, post_json, say
 from bench.wrk import LoadResult, cycle_script, post_script, wrk
+from gateway.settings import StoreSettings
 from schemas.cases import InboundCase
 
 RESULTS = Path(__file__).with_name("results")
@@ -201,12 +202,23 @@ class Bench:
         self.keep("callback", "signed 一网通办 case callbacks, SM2-with-SM3 verified", rows)
 
     async def relay(self, _stack: Stack) -> None:
-        result = await relay_vs_producer(10_000)
+        self._relay("relay", await relay_vs_producer(10_000))
+
+    async def relay_pg(self, stack: Stack) -> None:
+        async def new_store() -> StoreSettings:
+            return StoreSettings(url=stack.postgres_url, schema_name=await stack.new_schema())
+
+        self._relay("relay_pg", await relay_vs_producer(10_000, new_store))
+
+    def _relay(self, name: str, result: dict[str, Any]) -> None:
         say(
             f"  relay {result['relay_events_per_s']} ev/s, "
             f"producer {result['baseline_events_per_s']} ev/s"
         )
-        self.results["relay"] = {"scenario": "outbox relay vs bare aiokafka producer", **result}
+        self.results[name] = {
+            "scenario": f"outbox relay on {result['store']} vs bare aiokafka producer",
+            **result,
+        }
 
     async def two_serves(self, stack: Stack) -> None:
         schema = await stack.new_schema()
@@ -276,6 +288,7 @@ SCENARIOS = [
     "get",
     "callback",
     "relay",
+    "relay_pg",
     "two_serves",
     "workers",
     "scale",
