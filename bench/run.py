@@ -33,6 +33,7 @@ from schemas.cases import InboundCase
 
 RESULTS = Path(__file__).with_name("results")
 CONCURRENCY = [1, 8, 64, 256]
+PACED_CONNECTIONS = 8
 
 SM2_PRIVATE = "28183740b9f43d0740e893096bbb477e721962bf35b85c6ef48a197c6ad03376"
 SM2_PUBLIC = (
@@ -77,11 +78,9 @@ class Bench:
     def keep(self, name: str, what: str, rows: list[LoadResult], **extra: Any) -> None:
         self.results[name] = {"scenario": what, "rows": [r.as_dict() for r in rows], **extra}
 
-    def submit_script(self, body: dict[str, Any]) -> str:
+    def submit_script(self, body: dict[str, Any], pause_ms: int = 0) -> str:
         return post_script(
-            "/api/v1/applications",
-            json.dumps(body, ensure_ascii=False),
-            HEADERS,
+            "/api/v1/applications", json.dumps(body, ensure_ascii=False), HEADERS, pause_ms=pause_ms
         )
 
     async def run(self, only: set[str]) -> None:
@@ -120,7 +119,19 @@ class Bench:
     async def warm_pg(self, stack: Stack) -> None:
         url = await self._warm_server(stack, await stack.new_schema())
         rows = self.load(url + "/api/v1/applications", self.submit_script(WARM_BODY), CONCURRENCY)
-        self.keep("warm_pg", "warm 一证办电, `ywtb serve` on PostgreSQL (licence on file)", rows)
+        # Latency at half the highest throughput: 8 connections, each pausing between requests
+        # (less the time of an answer at one connection) so that together they offer about half.
+        half = max(r.ok_rps for r in rows) / 2
+        pause_ms = round(1000 * PACED_CONNECTIONS / max(half, 1) - rows[0].p50_ms)
+        script = self.submit_script(WARM_BODY, pause_ms=pause_ms)
+        say(f"  paced at about {half:.0f} req/s ({PACED_CONNECTIONS} conns, {pause_ms} ms pauses):")
+        [paced] = self.load(url + "/api/v1/applications", script, [PACED_CONNECTIONS])
+        self.keep(
+            "warm_pg",
+            "warm 一证办电, `ywtb serve` on PostgreSQL (licence on file)",
+            rows,
+            paced=paced.as_dict() | {"offered_per_s": round(half)},
+        )
 
     async def warm_sqlite(self, stack: Stack) -> None:
         url = await self._warm_server(stack, None, sqlite=True)

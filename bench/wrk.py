@@ -59,18 +59,27 @@ def lua_string(value: str) -> str:
     return f"[==[{value}]==]"
 
 
-def post_script(path: str, body: str, headers: dict[str, str]) -> str:
+def post_script(path: str, body: str, headers: dict[str, str], *, pause_ms: int = 0) -> str:
     """POST ``body`` to ``path``; each request gets its own ``Idempotency-Key``, in every run of
-    the script (a key is the run's id, the thread's and a count)."""
+    the script (a key is the run's id, the thread's and a count).
+
+    With ``pause_ms``, each connection pauses before each request, a random 0 to twice
+    ``pause_ms`` (so the connections do not move in step): a paced load, not a flood.
+    """
     fixed = ", ".join(f"[ {lua_string(k)} ] = {lua_string(v)}" for k, v in headers.items())
-    return COMMON + (
-        f"local PATH, BODY = {lua_string(path)}, {lua_string(body)}\n"
-        "function request()\n"
-        "  counter = counter + 1\n"
-        f"  local h = {{{fixed}}}\n"
-        '  h["Idempotency-Key"] = run .. "-" .. id .. "-" .. counter\n'
-        '  return wrk.format("POST", PATH, h, BODY)\n'
-        "end\n"
+    paced = f"function delay()\n  return math.random(0, {2 * pause_ms})\nend\n" if pause_ms else ""
+    return (
+        COMMON
+        + paced
+        + (
+            f"local PATH, BODY = {lua_string(path)}, {lua_string(body)}\n"
+            "function request()\n"
+            "  counter = counter + 1\n"
+            f"  local h = {{{fixed}}}\n"
+            '  h["Idempotency-Key"] = run .. "-" .. id .. "-" .. counter\n'
+            '  return wrk.format("POST", PATH, h, BODY)\n'
+            "end\n"
+        )
     )
 
 
