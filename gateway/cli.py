@@ -57,9 +57,10 @@ async def _host(loops_of: Callable[[Container], dict[str, LoopBody]]) -> None:
     """Run a process's background loops, supervised, until SIGINT/SIGTERM."""
     from gateway.background import run_supervised
     from gateway.bootstrap import bootstrap
-    from gateway.runtime import stop_on_signals
+    from gateway.runtime import settle_heap, stop_on_signals
 
     container = await bootstrap()
+    settle_heap()
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
