@@ -40,7 +40,7 @@ async def _serve(host: str, port: int) -> None:
     from gateway.runtime import api_server, stop_on_signals
 
     settings = load_settings()
-    server = api_server(create_app(settings), host, port, settings.limits)
+    server = api_server(create_app(settings), host, port, settings.limits, settle_heap=True)
     stop = asyncio.Event()
     stop_on_signals(stop)
     serving = asyncio.create_task(server.serve())

@@ -19,8 +19,12 @@ _GRACEFUL_SHUTDOWN_S = 3  # requests in flight at SIGTERM get this long to finis
 
 
 class QuietSignalsServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to its host (we stop it ourselves) and
-    settles the heap once it is up."""
+    """A uvicorn server that leaves signal handling to its host (we stop it ourselves) and,
+    when it is the process's own server, settles the heap once it is up."""
+
+    def __init__(self, config: uvicorn.Config, *, settle: bool) -> None:
+        super().__init__(config)
+        self._settle = settle
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -28,7 +32,7 @@ class QuietSignalsServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
+        if self.started and self._settle:
             settle_heap()
 
 
@@ -39,14 +43,23 @@ def settle_heap() -> None:
     Otherwise every full collection walks all of it again: under a warm load on
     `ywtb serve` each took up to 100 ms, and they made the API's p99. Objects made
     later are collected as before (``gc.freeze``, as CPython advises for servers).
+    Only for a process that is the service: what is alive now and later becomes cyclic
+    garbage is never collected (a test process would keep sockets open, ports taken).
     """
     gc.collect()
     gc.freeze()
 
 
 def api_server(
-    app: FastAPI, host: str, port: int, limits: LimitsSettings | None = None
+    app: FastAPI,
+    host: str,
+    port: int,
+    limits: LimitsSettings | None = None,
+    *,
+    settle_heap: bool = False,
 ) -> QuietSignalsServer:
+    """The API's uvicorn server; ``settle_heap`` when it is the process's service (the CLI,
+    the sandbox), so that the heap is settled once it is up."""
     limits = limits or LimitsSettings()
     config = uvicorn.Config(
         app,
@@ -60,7 +73,7 @@ def api_server(
         timeout_keep_alive=limits.keep_alive_s,
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
     )
-    return QuietSignalsServer(config)
+    return QuietSignalsServer(config, settle=settle_heap)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

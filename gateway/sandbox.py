@@ -93,7 +93,9 @@ async def _serve(settings: Settings, port: int, simulators: dict[str, ServedApp]
     stop = asyncio.Event()
     stop_on_signals(stop)
     container = await bootstrap(settings)
-    server = api_server(create_app(container=container), "127.0.0.1", port, settings.limits)
+    server = api_server(
+        create_app(container=container), "127.0.0.1", port, settings.limits, settle_heap=True
+    )
     api = asyncio.create_task(server.serve(), name="api")
     bodies = relay_loops(container)
     for name in WORKERS:
