@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Table, and_, or_, select
+from sqlalchemy import Row, Table, bindparam, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +31,12 @@ from schemas.dossier import EVIDENCE_KINDS, record_of
 from schemas.errors import ConnectorError, NotFound
 
 EVIDENCE = cast(Table, StoredEvidence.__table__)
+
+#: The stored rows of a list of (kind, subject). Built once, on the table: built per call
+#: through the ORM it cost half as much CPU again.
+_STORED = select(EVIDENCE).where(
+    tuple_(EVIDENCE.c.kind, EVIDENCE.c.subject).in_(bindparam("wanted", expanding=True))
+)
 
 #: Entries of the short-lived cache of stored records beyond which it starts afresh.
 RECENT_MAX = 10_000
@@ -72,7 +78,7 @@ class Evidence:
         }
 
 
-def from_row(row: StoredEvidence) -> Evidence:
+def from_row(row: Row[Any]) -> Evidence:
     kind = EvidenceKind(row.kind)
     return Evidence(kind, row.subject, record_of(kind, row.fields), row.fetched_at, True, row.id)
 
@@ -119,15 +125,8 @@ class EvidenceService:
         """
         if not wanted:
             return {}
-        rows = await session.scalars(
-            select(StoredEvidence).where(
-                or_(
-                    *(
-                        and_(StoredEvidence.kind == kind.value, StoredEvidence.subject == subject)
-                        for kind, subject in wanted.items()
-                    )
-                )
-            )
+        rows = await session.execute(
+            _STORED, {"wanted": [(kind.value, subject) for kind, subject in wanted.items()]}
         )
         if len(self._recent) >= RECENT_MAX:
             self._recent.clear()
