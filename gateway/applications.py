@@ -263,13 +263,14 @@ class ApplicationService:
         clock = self._deadlines.compute(application, [], now)
         application.deadline_state = clock.state.value if clock.state else None
         application.due_at = clock.due_at
+        kept = await _keep_fetched(session, outcomes)
         links = [
             ApplicationEvidence(
                 application_id=application.id,
                 kind=kind.value,
                 subject=subject_of(kind, request),
                 updated_at=now,
-                **await _evidence_values(session, outcome),
+                **_evidence_values(outcome, kept),
             )
             for kind, outcome in outcomes.items()
         ]
@@ -473,6 +474,7 @@ async def record_outcomes(
     changes nothing and emits nothing.
     """
     now = utcnow()
+    kept = await _keep_fetched(session, outcomes)
     for kind, outcome in outcomes.items():
         if outcome is EvidenceStatus.PENDING:
             continue
@@ -483,20 +485,28 @@ async def record_outcomes(
                 ApplicationEvidence.kind == kind.value,
                 ApplicationEvidence.status == EvidenceStatus.PENDING.value,
             )
-            .values(updated_at=now, **await _evidence_values(session, outcome))
+            .values(updated_at=now, **_evidence_values(outcome, kept))
         )
         if result.rowcount == 1 and isinstance(outcome, Evidence):  # type: ignore[attr-defined]
             add_event(session, _evidence_fetched(application_id, outcome))
     await _complete_if_ready(session, application_id)
 
 
-async def _evidence_values(session: AsyncSession, outcome: Outcome) -> dict[str, Any]:
-    """The columns of an application's evidence as ``outcome`` leaves it (a fetched record
-    is kept in the evidence store)."""
+async def _keep_fetched(
+    session: AsyncSession, outcomes: dict[EvidenceKind, Outcome]
+) -> dict[EvidenceKind, int]:
+    """Keep the records among ``outcomes`` in the evidence store (one statement); their
+    row ids by kind."""
+    return await keep(session, *(o for o in outcomes.values() if isinstance(o, Evidence)))
+
+
+def _evidence_values(outcome: Outcome, kept: dict[EvidenceKind, int]) -> dict[str, Any]:
+    """The columns of an application's evidence as ``outcome`` leaves it (``kept``: the
+    evidence store's row ids by kind)."""
     if isinstance(outcome, Evidence):
         return {
             "status": EvidenceStatus.FETCHED.value,
-            "evidence_id": await keep(session, outcome),
+            "evidence_id": kept[outcome.kind],
             "record": outcome.snapshot(),
             "reused": outcome.from_store,
         }

@@ -8,16 +8,18 @@ held waiting on a government platform.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Table, and_, or_, select
+from sqlalchemy import Row, Table, bindparam, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from adapters.ports import LicenceRegistry, ProjectRegistry
 from gateway.metrics import EVIDENCE_FETCHES
@@ -29,6 +31,12 @@ from schemas.dossier import EVIDENCE_KINDS, record_of
 from schemas.errors import ConnectorError, NotFound
 
 EVIDENCE = cast(Table, StoredEvidence.__table__)
+
+#: The stored rows of a list of (kind, subject). Built once, on the table: built per call
+#: through the ORM it cost half as much CPU again.
+_STORED = select(EVIDENCE).where(
+    tuple_(EVIDENCE.c.kind, EVIDENCE.c.subject).in_(bindparam("wanted", expanding=True))
+)
 
 #: Entries of the short-lived cache of stored records beyond which it starts afresh.
 RECENT_MAX = 10_000
@@ -70,7 +78,7 @@ class Evidence:
         }
 
 
-def from_row(row: StoredEvidence) -> Evidence:
+def from_row(row: Row[Any]) -> Evidence:
     kind = EvidenceKind(row.kind)
     return Evidence(kind, row.subject, record_of(kind, row.fields), row.fetched_at, True, row.id)
 
@@ -117,15 +125,8 @@ class EvidenceService:
         """
         if not wanted:
             return {}
-        rows = await session.scalars(
-            select(StoredEvidence).where(
-                or_(
-                    *(
-                        and_(StoredEvidence.kind == kind.value, StoredEvidence.subject == subject)
-                        for kind, subject in wanted.items()
-                    )
-                )
-            )
+        rows = await session.execute(
+            _STORED, {"wanted": [(kind.value, subject) for kind, subject in wanted.items()]}
         )
         if len(self._recent) >= RECENT_MAX:
             self._recent.clear()
@@ -179,21 +180,38 @@ class EvidenceService:
         return evidence
 
 
-async def keep(session: AsyncSession, evidence: Evidence) -> int:
-    """Insert or refresh the store's row for this record; return its id.
+async def keep(session: AsyncSession, *evidence: Evidence) -> dict[EvidenceKind, int]:
+    """Insert or refresh the store's rows for these records (one of each kind), in one
+    statement; return each one's row id by kind.
 
     A record read from the store is not written again: every application on
     the same firm would otherwise queue on that one row's lock.
     """
-    if evidence.stored_id is not None:
-        return evidence.stored_id
-    values = evidence.columns()
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    ids = {e.kind: e.stored_id for e in evidence if e.stored_id is not None}
+    rows = [
+        {"kind": e.kind.value, "subject": e.subject, **e.columns()}
+        for e in evidence
+        if e.stored_id is None
+    ]
+    if rows:
+        upsert = _upsert(session.get_bind().dialect.name, tuple(rows[0]))
+        written = await session.execute(upsert, rows)
+        ids |= {EvidenceKind(kind): int(row_id) for row_id, kind in written}
+    return ids
+
+
+@functools.cache
+def _upsert(dialect: str, columns: tuple[str, ...]) -> ReturningInsert[int, str]:
+    """INSERT of rows of ``columns`` that refreshes the stored row of the same kind and
+    subject, returning each row's id and kind. Built once per dialect (building it, its
+    ``excluded`` above all, was a visible cost of every submit) and run with the rows as
+    parameters: SQLAlchemy sends them as one multi-row statement."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     # On the table, not the entity: the ORM's bulk-insert path costs more than the round trip.
-    statement = insert(EVIDENCE).values(
-        kind=evidence.kind.value, subject=evidence.subject, **values
-    )
+    statement = insert(EVIDENCE)
+    key = ("kind", "subject")
     upsert = statement.on_conflict_do_update(
-        index_elements=["kind", "subject"], set_={k: statement.excluded[k] for k in values}
+        index_elements=list(key),
+        set_={name: statement.excluded[name] for name in columns if name not in key},
     )
-    return int((await session.execute(upsert.returning(EVIDENCE.c.id))).scalar_one())
+    return upsert.returning(EVIDENCE.c.id, EVIDENCE.c.kind)

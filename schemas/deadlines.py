@@ -60,6 +60,7 @@ from schemas.stages import Stage
 
 CALENDAR_DIR = Path(__file__).with_name("calendars")
 DAY_S = 86400.0
+_ONE_DAY = timedelta(days=1)
 
 
 class CustomerClass(StrEnum):
@@ -272,17 +273,23 @@ def _advance(a: datetime, seconds: float, kind: DayKind, calendar: Calendar) -> 
     """The moment ``seconds`` of counted time after ``a``."""
     if kind is DayKind.CALENDAR:
         return a + timedelta(seconds=seconds)
-    cursor, left = a, seconds
+    # Day by day in China Standard Time (no daylight saving: every day is DAY_S long);
+    # ``cursor`` is ``a`` on its own day, None on the days after (counted from midnight).
+    day, left = a.astimezone(CHINA_STANDARD_TIME).date(), seconds
+    cursor: datetime | None = a
     for _ in range(3700):  # ten years of days: a calendar with no working day ends here
-        day = cursor.astimezone(CHINA_STANDARD_TIME).date()
-        next_midnight = datetime.combine(day + timedelta(days=1), time(), CHINA_STANDARD_TIME)
         if calendar.is_working_day(day):
-            room = (next_midnight - cursor).total_seconds()
+            room = DAY_S if cursor is None else (_midnight(day + _ONE_DAY) - cursor).total_seconds()
             if left <= room:
-                return cursor + timedelta(seconds=left)
+                return (cursor or _midnight(day)) + timedelta(seconds=left)
             left -= room
-        cursor = next_midnight
+        day, cursor = day + _ONE_DAY, None
     raise ValueError("no working day within ten years of the calendar")
+
+
+def _midnight(day: date) -> datetime:
+    """The start of ``day`` in China Standard Time."""
+    return datetime.combine(day, time(), CHINA_STANDARD_TIME)
 
 
 def _active(start: datetime, end: datetime, pauses: list[Interval]) -> list[Interval]:
