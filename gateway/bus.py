@@ -157,7 +157,7 @@ def kafka_producer(settings: KafkaSettings, *, client_id: str | None = None) -> 
         enable_idempotence=settings.idempotent_producer,
         request_timeout_ms=int(settings.request_timeout_s * 1000),
         retry_backoff_ms=RETRY_BACKOFF_MS,
-        linger_ms=0,
+        linger_ms=5,
         max_batch_size=PRODUCER_BATCH_BYTES,
     )
 
