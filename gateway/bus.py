@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias
@@ -303,7 +303,14 @@ class KafkaBus:
             self._known_topics.update(missing)
 
     async def publish(self, messages: Sequence[tuple[str, ce_kafka.KafkaMessage]]) -> list[bool]:
-        """Send ``(topic, message)`` pairs; return, per message, whether the broker acknowledged.
+        """Send ``(topic, message)`` pairs; return, per message, whether the broker acknowledged."""
+        return await (await self.send(messages))
+
+    async def send(
+        self, messages: Sequence[tuple[str, ce_kafka.KafkaMessage]]
+    ) -> Awaitable[list[bool]]:
+        """Hand ``(topic, message)`` pairs to the producer; return what awaits, per message,
+        whether the broker acknowledged (the caller works while the broker answers).
 
         Messages go out in order; aiokafka keeps one batch in flight per
         partition, so messages of one key arrive in the order given.
@@ -322,12 +329,16 @@ class KafkaBus:
                         headers=list(message.headers.items()),
                     )
                 )
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_s * 2):
-                results = await asyncio.gather(*futures, return_exceptions=True)
-        except TimeoutError as exc:  # the broker took the batch and went silent
-            raise BrokerUnavailable("Kafka: no acknowledgement in time") from exc
-        return [not isinstance(result, BaseException) for result in results]
+
+        async def acknowledged() -> list[bool]:
+            try:
+                async with asyncio.timeout(self.settings.request_timeout_s * 2):
+                    results = await asyncio.gather(*futures, return_exceptions=True)
+            except TimeoutError as exc:  # the broker took the batch and went silent
+                raise BrokerUnavailable("Kafka: no acknowledgement in time") from exc
+            return [not isinstance(result, BaseException) for result in results]
+
+        return acknowledged()
 
     async def ping(self) -> None:
         """Raise ``BrokerUnavailable`` unless the cluster answers a metadata request."""

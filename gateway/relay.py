@@ -8,7 +8,9 @@ the lease has passed, not every round.
 
 A round reads a batch of pending rows, sends all of them, then waits for every
 acknowledgement; the acknowledged rows are marked sent in one UPDATE, while the
-next round reads and sends. A row is marked sent only after the broker
+next round reads and sends. During a backlog (a full batch) the next batch is
+read while the broker acknowledges this one; it is sent only once this one is
+acknowledged, and dropped if anything failed. A row is marked sent only after the broker
 acknowledged it (a marking lost with the store means the rows are published
 again: at least once); while the broker is unreachable the relay backs off and
 tries again, losing nothing.
@@ -40,10 +42,11 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy import or_, select, type_coerce, update
+from sqlalchemy import Row, or_, select, text, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.bus import KafkaBus, outbox_to_message
@@ -86,6 +89,7 @@ class Relay:
         self._wake = asyncio.Event()  # set when a transaction added events
         self._marking: asyncio.Future[None] | None = None  # rows acknowledged, being marked
         self._marking_seqs: list[int] = []
+        self._ahead: tuple[list[int], asyncio.Future[Sequence[Row[Any]]]] | None = None
 
     async def _claim_lanes(self) -> list[int]:
         """Take free lanes and renew held ones; return the lanes this relay now owns."""
@@ -133,6 +137,8 @@ class Relay:
 
         The rows the broker acknowledged are marked sent while the next batch is read
         and sent (one marking at a time; that batch leaves out the rows being marked).
+        A full batch means a backlog: the next one is read while the broker acknowledges
+        this one, and sent only once it has.
         """
         self._wake.clear()  # what commits from now on wakes the next wait
         try:
@@ -141,32 +147,70 @@ class Relay:
             return 0
         if not lanes:
             return 0
-        pending = [
-            OutboxRow.sent_at.is_(None),
-            (OutboxRow.key_hash % self._settings.lanes).in_(lanes),
-        ]
-        if self._marking is not None and not self._marking.done():
-            pending.append(OutboxRow.seq.not_in(self._marking_seqs))
-        query = select(*_PUBLISHED).where(*pending).order_by(OutboxRow.seq)
-        with store_errors():
-            async with self._sessions.engine.connect() as connection:
-                rows = (await connection.execute(query.limit(self._settings.batch_size))).all()
+        rows = await self._next_batch(lanes)
         if not rows:
             await self._marked()
             return 0
-        acked = await self._bus.publish([(row.topic, outbox_to_message(row)) for row in rows])
-        sent = [row.seq for row, ok in zip(rows, acked, strict=True) if ok]
-        RELAY_PUBLISHED.inc(len(sent))
-        await self._marked()
-        if sent:
-            self._marking, self._marking_seqs = asyncio.ensure_future(self._mark_sent(sent)), sent
-        if len(sent) < len(rows):
-            raise BrokerUnavailable(f"broker acknowledged {len(sent)} of {len(rows)} events")
+        acknowledged = await self._bus.send([(row.topic, outbox_to_message(row)) for row in rows])
+        if len(rows) == self._settings.batch_size:
+            self._ahead = lanes, asyncio.ensure_future(self._read(lanes, [row.seq for row in rows]))
+        try:
+            acked = await acknowledged
+            sent = [row.seq for row, ok in zip(rows, acked, strict=True) if ok]
+            RELAY_PUBLISHED.inc(len(sent))
+            await self._marked()
+            if sent:
+                self._marking = asyncio.ensure_future(self._mark_sent(sent))
+                self._marking_seqs = sent
+            if len(sent) < len(rows):
+                raise BrokerUnavailable(f"broker acknowledged {len(sent)} of {len(rows)} events")
+        except BaseException:
+            await self._drop_ahead()  # read on the premise that this batch got through
+            raise
         return len(sent)
+
+    async def _next_batch(self, lanes: list[int]) -> Sequence[Row[Any]]:
+        """The batch read ahead, if it was read for these lanes and is full (a short one
+        may have missed rows whose wake-up came before this round); otherwise a fresh read."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead_lanes, reading = ahead
+            rows = await reading
+            if ahead_lanes == lanes and len(rows) == self._settings.batch_size:
+                return rows
+        return await self._read(lanes, [])
+
+    async def _read(self, lanes: list[int], sending: list[int]) -> Sequence[Row[Any]]:
+        """The first pending rows of ``lanes`` in ``seq`` order, leaving out the rows being
+        sent and those being marked."""
+        skipped = sending + (
+            self._marking_seqs if self._marking is not None and not self._marking.done() else []
+        )
+        query = select(*_PUBLISHED).where(
+            OutboxRow.sent_at.is_(None), (OutboxRow.key_hash % self._settings.lanes).in_(lanes)
+        )
+        if skipped:
+            query = query.where(OutboxRow.seq.not_in(skipped))
+        with store_errors():
+            async with self._sessions.engine.connect() as connection:
+                if connection.dialect.name == "postgresql":
+                    await connection.execute(_IN_SEQ_ORDER)
+                result = await connection.execute(
+                    query.order_by(OutboxRow.seq).limit(self._settings.batch_size)
+                )
+                return result.all()
+
+    async def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[1].cancel()
+            await asyncio.gather(ahead[1], return_exceptions=True)
 
     async def _mark_sent(self, seqs: list[int]) -> None:
         with store_errors():
             async with self._sessions.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    await connection.execute(_NO_FLUSH_WAIT)
                 await connection.execute(
                     update(OutboxRow).where(OutboxRow.seq.in_(seqs)).values(sent_at=utcnow())
                 )
@@ -220,6 +264,7 @@ class Relay:
             if listener is not None:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
+            await self._drop_ahead()
             await self._release_quietly()
             log.info("relay stopped", extra={"owner": self.owner})
 
@@ -276,6 +321,12 @@ class Relay:
             log.warning("relay leases left to expire", extra={"error": str(exc)})
 
 
+#: The batch comes off ``ix_outbox_unsent`` in ``seq`` order, whatever the planner's statistics
+#: say: with statistics from before a backlog it estimates a handful of unsent rows and
+#: chooses to fetch them all and sort, every round, however long the backlog.
+_IN_SEQ_ORDER = text("SET LOCAL enable_sort = off")
+#: A marking lost with the store's last moments only means its rows are published again.
+_NO_FLUSH_WAIT = text("SET LOCAL synchronous_commit = off")
 _RELEASE_TIMEOUT_S = 2.0
 _LISTEN_TIMEOUT_S = 5.0  # connecting, and answering the check of a quiet listening connection
 _LISTEN_CHECK_S = 10.0  # how often a quiet listening connection is checked

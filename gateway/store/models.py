@@ -84,7 +84,7 @@ class OutboxRow(Base):
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
     topic: Mapped[str] = mapped_column(String(200))
     key: Mapped[str] = mapped_column(String(200))
-    key_hash: Mapped[int] = mapped_column(BigInteger, index=True)
+    key_hash: Mapped[int] = mapped_column(BigInteger)
     type: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(200))
     subject: Mapped[str | None] = mapped_column(String(200), index=True)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
 from gateway.bootstrap import Container
@@ -162,12 +163,18 @@ class _RecordingBus(KafkaBus):
         self.batches: list[list[int]] = []
         self._refuse = refuse
 
-    async def publish(self, messages: Sequence[tuple[str, KafkaMessage]]) -> list[bool]:
+    async def send(self, messages: Sequence[tuple[str, KafkaMessage]]) -> Awaitable[list[bool]]:
         self.batches.append([json.loads(message.value)["n"] for _, message in messages])
-        acked = await super().publish(messages)
-        if self._refuse is not None and len(self.batches) == 1:
-            acked[self._refuse] = False
-        return acked
+        acknowledged = await super().send(messages)
+        first = len(self.batches) == 1
+
+        async def answer() -> list[bool]:
+            acked = await acknowledged
+            if self._refuse is not None and first:
+                acked[self._refuse] = False
+            return acked
+
+        return answer()
 
 
 async def _backlog(container: Container, count: int, keys: int) -> None:
@@ -249,6 +256,61 @@ async def _published_within(container: Container, event: Event, seconds: float) 
                 await asyncio.sleep(0.05)
     except TimeoutError:
         return False
+
+
+class _HeldAcksBus(_RecordingBus):
+    """The real bus, whose acknowledgements reach the relay only once ``release`` is set."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        super().__init__(settings)
+        self.release = asyncio.Event()
+
+    async def send(self, messages: Sequence[tuple[str, KafkaMessage]]) -> Awaitable[list[bool]]:
+        acknowledged = await super().send(messages)
+
+        async def held() -> list[bool]:
+            await self.release.wait()
+            return await acknowledged
+
+        return held()
+
+
+async def test_during_a_backlog_the_next_batch_is_read_while_the_broker_acknowledges(
+    container: Container, broker: DevBroker
+) -> None:
+    await _backlog(container, 12, keys=3)
+    bus = _HeldAcksBus(container.settings.kafka)
+    relay = Relay(
+        container.sessions, bus, container.settings.relay.model_copy(update={"batch_size": 5})
+    )
+    reads: list[str] = []
+
+    def record(_c: object, _cursor: object, sql: str, *_args: object) -> None:
+        if re.match(r"\s*SELECT .*\sFROM outbox\b", sql, re.DOTALL):
+            reads.append(sql)
+
+    async def read_ahead() -> bool:
+        return len(reads) == 2
+
+    event.listen(container.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        first = asyncio.create_task(relay.publish_once())
+        await eventually(read_ahead, timeout_s=10)  # the next batch, read ahead
+        assert bus.batches == [[0, 1, 2, 3, 4]] and not first.done()  # acks still held
+        bus.release.set()
+        assert await first == 5
+        assert await relay.publish_once() == 5  # the batch read ahead: [5..9]
+        assert await relay.publish_once() == 2  # short: read afresh, nothing read ahead of it
+        assert await relay.publish_once() == 0
+    finally:
+        event.remove(container.engine.sync_engine, "before_cursor_execute", record)
+        await relay.release()
+        await bus.close()
+
+    assert bus.batches == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]
+    async with container.sessions() as session:
+        assert await session.scalar(select(func.count()).where(OutboxRow.sent_at.is_(None))) == 0
+    assert len(await read_topic(broker.bootstrap, APPLICATION_EVENTS, expect=12)) == 12
 
 
 async def test_a_commit_wakes_an_idle_relay_long_before_its_next_poll(

@@ -308,3 +308,65 @@ async def test_hot_queries_use_an_index(
                 scanned.append(f"{whole} in: {' '.join(sql.split())[:300]}")
     assert len(sent) > 20
     assert not scanned, "\n".join(scanned)
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+async def test_a_backlog_behind_stale_statistics_comes_off_the_unsent_index_in_order(
+    connector: Container,
+) -> None:
+    """Statistics taken while the outbox was empty (a new store) say the unsent rows are a
+    handful; then a backlog builds (the broker away for a while). The relay's batch must still
+    be read off the front of ``ix_outbox_unsent``, not fetched whole and sorted, every round,
+    however long the backlog."""
+    now = utcnow()
+    backlog = [
+        outbox_row(APPLICATION_EVENTS, "r", f"app-{i}", f"app-{i}", now, sent=False)
+        for i in range(5000)
+    ]
+    async with connector.engine.begin() as conn:
+        await conn.execute(text("ANALYZE outbox"))
+        await conn.execute(insert(OutboxRow), backlog)
+
+    sent: list[tuple[str, Any]] = []
+
+    def record(_c: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+        sent.append((sql, params))
+
+    event.listen(connector.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await connector.bus.ensure_topics([APPLICATION_EVENTS])
+        relay = Relay(connector.sessions, connector.bus, connector.settings.relay)
+        assert await relay.publish_once() == connector.settings.relay.batch_size
+        await relay.release()
+    finally:
+        event.remove(connector.engine.sync_engine, "before_cursor_execute", record)
+    [(at, batch), *_read_ahead] = [
+        (i, (sql, params))
+        for i, (sql, params) in enumerate(sent)
+        if sql.lstrip().startswith("SELECT") and "FROM outbox \n" in sql
+    ]
+    setting = [sql for sql, _ in sent[:at] if sql.startswith("SET LOCAL")]
+
+    async def plan(*settings: str) -> list[dict[str, Any]]:
+        """The batch's plan on a connection set as the relay's was when it read the batch."""
+        async with connector.engine.begin() as conn:
+            for sql in settings:
+                await conn.exec_driver_sql(sql)
+            result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {batch[0]}", batch[1])
+            found = result.scalar_one()
+            await conn.rollback()
+        found = json.loads(found) if isinstance(found, str) else found
+        return list(nodes(found[0]["Plan"]))
+
+    relays = await plan(*setting)
+    assert "Sort" not in {n["Node Type"] for n in relays}, relays
+    assert {n.get("Index Name") for n in relays if n["Node Type"] == "Index Scan"} == {
+        "ix_outbox_unsent"
+    }
+    # What the planner does with these statistics when left to itself: fetch all, then sort.
+    assert "Sort" in {n["Node Type"] for n in await plan()}
