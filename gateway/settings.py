@@ -113,7 +113,7 @@ class KafkaSettings(BaseModel):
 
 
 class RelaySettings(BaseModel):
-    batch_size: int = Field(200, description="outbox rows published per round")
+    batch_size: int = Field(200, ge=1, le=2000, description="outbox rows published per round")
     poll_interval_s: float = Field(0.2, description="pause when the outbox is empty")
     lanes: int = Field(8, description="ordering lanes: rows of one key always share a lane")
     lease_s: float = Field(15.0, description="how long a relay owns a lane without renewing")
