@@ -16,15 +16,13 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 from sqlalchemy import Row, Table, bindparam, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
 from adapters.ports import LicenceRegistry, ProjectRegistry
 from gateway.metrics import EVIDENCE_FETCHES
 from gateway.settings import EvidenceSettings
-from gateway.store.db import Sessions
+from gateway.store.db import Sessions, conflict_insert
 from gateway.store.models import StoredEvidence, utcnow
 from schemas.applications import EvidenceKind
 from schemas.dossier import EVIDENCE_KINDS, record_of
@@ -206,7 +204,7 @@ def _upsert(dialect: str, columns: tuple[str, ...]) -> ReturningInsert[int, str]
     subject, returning each row's id and kind. Built once per dialect (building it, its
     ``excluded`` above all, was a visible cost of every submit) and run with the rows as
     parameters: SQLAlchemy sends them as one multi-row statement."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = conflict_insert(dialect)
     # On the table, not the entity: the ORM's bulk-insert path costs more than the round trip.
     statement = insert(EVIDENCE)
     key = ("kind", "subject")

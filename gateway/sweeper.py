@@ -40,15 +40,13 @@ from datetime import datetime, timedelta
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import kafka as ce_kafka
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from adapters.registry import filling
 from adapters.resilience import BreakerState
 from gateway.bootstrap import Container
 from gateway.bus import JSON_FORMAT, outbox_to_message
 from gateway.deliveries import PUSHER, DeliveryStatus, record_delivery
-from gateway.store.db import transaction
+from gateway.store.db import conflict_insert, transaction
 from gateway.store.models import (
     Application,
     ApplicationEvidence,
@@ -201,9 +199,7 @@ class Sweeper:
         async with transaction(self._sessions) as session:
             known = set((await session.execute(select(SweepItem.worker, SweepItem.event_id))).all())
             for worker, event_id in set(open_work) - {(w, e) for w, e in known}:
-                insert = (
-                    pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-                )
+                insert = conflict_insert(session.get_bind().dialect.name)
                 await session.execute(
                     insert(SweepItem)
                     .values(

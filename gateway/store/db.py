@@ -26,6 +26,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Dialect, Table, event, insert, inspect, text
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
@@ -203,6 +205,12 @@ async def transaction(sessions: Sessions) -> AsyncIterator[AsyncSession]:
     """One unit of work: commit on success, roll back on any error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+def conflict_insert(dialect: str) -> Callable[..., pg.Insert | sqlite.Insert]:
+    """The ``insert`` of ``dialect`` (PostgreSQL, else SQLite): the one that has
+    ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+    return pg.insert if dialect == "postgresql" else sqlite.insert
 
 
 async def insert_new(session: AsyncSession, *rows: DeclarativeBase) -> None:
