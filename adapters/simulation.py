@@ -19,6 +19,7 @@ import contextlib
 import random
 import socket
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ class SimulatorControl:
     faults: Faults = field(default_factory=Faults)
     calls: Counter[str] = field(default_factory=Counter)
     received: deque[ReceivedRequest] = field(default_factory=lambda: deque(maxlen=500))
+    answer_s: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    """How long each answer took, from its request read to its response made (the injected
+    latency included): what the platform's latency is, as the simulator ran it."""
 
     def record(self, operation: str) -> None:
         self.calls[operation] += 1
@@ -62,6 +66,7 @@ class SimulatorControl:
     def reset(self) -> None:
         self.calls.clear()
         self.received.clear()
+        self.answer_s.clear()
 
 
 ErrorResponse = Callable[[int, str], Response]
@@ -80,6 +85,15 @@ def install_control(app: FastAPI, control: SimulatorControl, error_response: Err
     ) -> Response:
         if request.url.path.startswith(ADMIN_PREFIX):
             return await call_next(request)
+        started = time.perf_counter()
+        try:
+            return await _answer(request, call_next)
+        finally:
+            control.answer_s.append(time.perf_counter() - started)
+
+    async def _answer(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         body = await request.body()
         control.received.append(
             ReceivedRequest(request.method, request.url.path, dict(request.headers), body)
@@ -106,6 +120,7 @@ def install_control(app: FastAPI, control: SimulatorControl, error_response: Err
     async def get_calls() -> dict[str, Any]:
         return {
             "calls": dict(control.calls),
+            "answer_ms": [round(s * 1000, 3) for s in control.answer_s],
             "received": [
                 {
                     "method": r.method,

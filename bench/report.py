@@ -65,12 +65,18 @@ def goals(results: dict[str, Any]) -> list[Goal]:
     cold = results.get("cold")
     if cold:
         one = _rows(results, "cold").get(1)
-        limit = cold["platform_latency_ms"] + 15
+        # The platform's latency is how long it took to answer, as the simulator measured it:
+        # the injected wait and the simulator's own work (at least the injected wait).
+        answered = cold.get("platform_answer_p50_ms", {}).get("1") or {}
+        slowest = max([cold["platform_latency_ms"], *answered.values()])
+        limit = slowest + 15
         if one:
             out.append(
                 (
-                    f"cold p50 ≤ slowest platform + 15 ms ({limit:.0f} ms)",
-                    f"p50 {one['p50_ms']:.1f} ms",
+                    f"cold p50 ≤ slowest platform + 15 ms ({slowest:.1f} + 15 ms)",
+                    f"p50 {one['p50_ms']:.1f} ms (platforms answered in p50 "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in sorted(answered.items()))
+                    + " ms)",
                     one["p50_ms"] <= limit,
                 )
             )

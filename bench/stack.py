@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,19 @@ class Stack:
             await http.put(
                 f"{self.simulators[platform].url}/_admin/faults", json={"latency_s": seconds}
             )
+
+    async def answer_times(self) -> dict[str, float]:
+        """The median time each platform took to answer since the last call, in ms (what the
+        simulator measured: the injected latency and its own work); starts counting afresh."""
+        medians = {}
+        async with httpx.AsyncClient(timeout=10) as http:
+            for platform in ("licence", "project"):
+                base = f"{self.simulators[platform].url}/_admin/calls"
+                answers = (await http.get(base)).json()["answer_ms"]
+                await http.delete(base)
+                if answers:
+                    medians[platform] = round(statistics.median(answers), 2)
+        return medians
 
     async def close(self) -> None:
         self.stop_processes()
