@@ -153,7 +153,7 @@ class Relay:
             return 0
         acknowledged = await self._bus.send([(row.topic, outbox_to_message(row)) for row in rows])
         if len(rows) == self._settings.batch_size:
-            self._ahead = lanes, asyncio.ensure_future(self._read(lanes, [row.seq for row in rows]))
+            self._ahead = lanes, asyncio.ensure_future(self._read(lanes, after=rows[-1].seq))
         try:
             acked = await acknowledged
             sent = [row.seq for row, ok in zip(rows, acked, strict=True) if ok]
@@ -178,19 +178,20 @@ class Relay:
             rows = await reading
             if ahead_lanes == lanes and len(rows) == self._settings.batch_size:
                 return rows
-        return await self._read(lanes, [])
+        return await self._read(lanes)
 
-    async def _read(self, lanes: list[int], sending: list[int]) -> Sequence[Row[Any]]:
-        """The first pending rows of ``lanes`` in ``seq`` order, leaving out the rows being
-        sent and those being marked."""
-        skipped = sending + (
-            self._marking_seqs if self._marking is not None and not self._marking.done() else []
-        )
+    async def _read(self, lanes: list[int], after: int | None = None) -> Sequence[Row[Any]]:
+        """The first pending rows of ``lanes`` in ``seq`` order: from the front, leaving out
+        the rows being marked; or, read ahead, those after the last row being sent (a row
+        committed late below it, by a transaction slower than a later one, waits for a round
+        that reads from the front: at the latest the first one after the backlog)."""
         query = select(*_PUBLISHED).where(
             OutboxRow.sent_at.is_(None), (OutboxRow.key_hash % self._settings.lanes).in_(lanes)
         )
-        if skipped:
-            query = query.where(OutboxRow.seq.not_in(skipped))
+        if after is not None:
+            query = query.where(OutboxRow.seq > after)
+        elif self._marking is not None and not self._marking.done():
+            query = query.where(OutboxRow.seq.not_in(self._marking_seqs))
         with store_errors():
             async with self._sessions.engine.connect() as connection:
                 if connection.dialect.name == "postgresql":

@@ -313,6 +313,35 @@ async def test_during_a_backlog_the_next_batch_is_read_while_the_broker_acknowle
     assert len(await read_topic(broker.bootstrap, APPLICATION_EVENTS, expect=12)) == 12
 
 
+@pytest.mark.parametrize("store_settings", ["postgresql"], indirect=True)
+async def test_a_row_committed_late_below_a_batch_read_ahead_goes_out_with_the_next_fresh_read(
+    container: Container, broker: DevBroker
+) -> None:
+    """A transaction that took its ``seq`` first and commits last: the batch read ahead
+    starts after the last row being sent, so the late row is not in it; the next read from
+    the front takes it, and it is published once."""
+    bus = _RecordingBus(container.settings.kafka)
+    relay = Relay(
+        container.sessions, bus, container.settings.relay.model_copy(update={"batch_size": 5})
+    )
+    try:
+        async with container.sessions() as late, late.begin():
+            add_event(late, _event("app-late", 100))
+            await late.flush()  # the lowest seq, not committed yet
+            await _backlog(container, 12, keys=3)
+            assert await relay.publish_once() == 5  # [0..4] sent; [5..9] read ahead
+        assert await relay.publish_once() == 5  # the batch read ahead, without the late row
+        assert await relay.publish_once() == 3  # from the front again: the late row first
+        assert await relay.publish_once() == 0
+    finally:
+        await relay.release()
+        await bus.close()
+
+    assert bus.batches == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [100, 10, 11]]
+    records = await read_topic(broker.bootstrap, APPLICATION_EVENTS, expect=13)
+    assert sorted(record_to_event(r).get_data()["n"] for r in records) == [*range(12), 100]  # type: ignore[index]
+
+
 async def test_a_commit_wakes_an_idle_relay_long_before_its_next_poll(
     container: Container, broker: DevBroker
 ) -> None:
