@@ -177,6 +177,12 @@ class _RecordingBus(KafkaBus):
         return answer()
 
 
+def _batches_of(size: int, container: Container, bus: KafkaBus) -> Relay:
+    return Relay(
+        container.sessions, bus, container.settings.relay.model_copy(update={"batch_size": size})
+    )
+
+
 async def _backlog(container: Container, count: int, keys: int) -> None:
     async with transaction(container.sessions) as session:
         for n in range(count):
@@ -188,9 +194,7 @@ async def test_a_backlog_goes_out_batch_after_batch_each_event_once_in_key_order
 ) -> None:
     await _backlog(container, 23, keys=4)
     bus = _RecordingBus(container.settings.kafka)
-    relay = Relay(
-        container.sessions, bus, container.settings.relay.model_copy(update={"batch_size": 5})
-    )
+    relay = _batches_of(5, container, bus)
     try:
         while (
             await relay.publish_once()
@@ -223,9 +227,7 @@ async def test_an_event_the_broker_refused_goes_out_again_before_any_later_one(
 ) -> None:
     await _backlog(container, 12, keys=3)
     bus = _RecordingBus(container.settings.kafka, refuse=2)
-    relay = Relay(
-        container.sessions, bus, container.settings.relay.model_copy(update={"batch_size": 4})
-    )
+    relay = _batches_of(4, container, bus)
     try:
         with pytest.raises(BrokerUnavailable, match="acknowledged 3 of 4"):
             await relay.publish_once()
@@ -280,9 +282,7 @@ async def test_during_a_backlog_the_next_batch_is_read_while_the_broker_acknowle
 ) -> None:
     await _backlog(container, 12, keys=3)
     bus = _HeldAcksBus(container.settings.kafka)
-    relay = Relay(
-        container.sessions, bus, container.settings.relay.model_copy(update={"batch_size": 5})
-    )
+    relay = _batches_of(5, container, bus)
     reads: list[str] = []
 
     def record(_c: object, _cursor: object, sql: str, *_args: object) -> None:
@@ -321,9 +321,7 @@ async def test_a_row_committed_late_below_a_batch_read_ahead_goes_out_with_the_n
     starts after the last row being sent, so the late row is not in it; the next read from
     the front takes it, and it is published once."""
     bus = _RecordingBus(container.settings.kafka)
-    relay = Relay(
-        container.sessions, bus, container.settings.relay.model_copy(update={"batch_size": 5})
-    )
+    relay = _batches_of(5, container, bus)
     try:
         async with container.sessions() as late, late.begin():
             add_event(late, _event("app-late", 100))
