@@ -34,6 +34,7 @@ from schemas.cases import InboundCase
 RESULTS = Path(__file__).with_name("results")
 CONCURRENCY = [1, 8, 64, 256]
 PACED_CONNECTIONS = 8
+SCALE_ROUNDS = 3
 
 SM2_PRIVATE = "28183740b9f43d0740e893096bbb477e721962bf35b85c6ef48a197c6ad03376"
 SM2_PUBLIC = (
@@ -267,27 +268,41 @@ class Bench:
         )
 
     async def scale(self, stack: Stack) -> None:
-        rows: dict[str, Any] = {}
+        """Both stores filled first, each with its own ``ywtb serve``; then their runs
+        alternate, and each size keeps its best, so that a busy moment of a shared machine
+        (autovacuum, another process) does not decide the comparison."""
+        servers: dict[int, tuple[str, list[str]]] = {}
         for size in (10_000, self.large):
             schema = await stack.new_schema()
             url = await self._warm_server(stack, schema)
             ids = await self._submit_many(url, 200)
             say(f"  filling the store to {size:,} applications")
             await fill(stack.dsn, schema, size)
-            warm = wrk(
-                url + "/api/v1/applications",
-                self.submit_script(WARM_BODY),
-                connections=8,
-                seconds=self.seconds,
-            )
-            gets = [("GET", f"/api/v1/applications/{i}", HEADERS, "") for i in ids]
-            get = wrk(url, cycle_script(gets, threads=1), connections=1, seconds=self.seconds)
-            say(f"  {size:>9,}: warm {warm.rps:.0f} req/s, GET p50 {get.p50_ms:.2f} ms")
-            rows[str(size)] = {"warm": warm.as_dict(), "get": get.as_dict()}
-            stack.stop_processes()
+            servers[size] = url, ids
+        runs: dict[int, list[tuple[LoadResult, LoadResult]]] = {size: [] for size in servers}
+        for _ in range(SCALE_ROUNDS):
+            for size, (url, ids) in servers.items():
+                warm = wrk(
+                    url + "/api/v1/applications",
+                    self.submit_script(WARM_BODY),
+                    connections=8,
+                    seconds=self.seconds,
+                )
+                gets = [("GET", f"/api/v1/applications/{i}", HEADERS, "") for i in ids]
+                get = wrk(url, cycle_script(gets, threads=1), connections=1, seconds=self.seconds)
+                say(f"  {size:>9,}: warm {warm.ok_rps:.0f} ok/s, GET p50 {get.p50_ms:.2f} ms")
+                runs[size].append((warm, get))
+        stack.stop_processes()
         self.results["scale"] = {
-            "scenario": "10 thousand vs many stored applications",
-            "sizes": rows,
+            "scenario": "10 thousand vs many stored applications (best of alternating runs)",
+            "sizes": {
+                str(size): {
+                    "warm": max((w for w, _ in pairs), key=lambda r: r.ok_rps).as_dict(),
+                    "get": min((g for _, g in pairs), key=lambda r: r.p50_ms).as_dict(),
+                    "runs": [{"warm": w.as_dict(), "get": g.as_dict()} for w, g in pairs],
+                }
+                for size, pairs in runs.items()
+            },
         }
 
     async def workers(self, stack: Stack) -> None:
@@ -349,8 +364,13 @@ async def fill(dsn: str, schema: str, size: int) -> None:
             )
             have += n
         # A store in steady state: vacuumed and analysed (else autovacuum works through the
-        # new rows during the measurement, on the same cores).
+        # new rows during the measurement, on the same cores), its dirty pages written out
+        # (else the checkpointer writes the fill's gigabyte during the measurement).
         await conn.execute("VACUUM (ANALYZE)")
+        try:
+            await conn.execute("CHECKPOINT")
+        except asyncpg.InsufficientPrivilegeError:
+            say("  (no CHECKPOINT: the role may not; the fill's writes may overlap the runs)")
     finally:
         await conn.close()
 
