@@ -10,10 +10,10 @@ A round reads a batch of pending rows, sends all of them, then waits for every
 acknowledgement; the acknowledged rows are marked sent in one UPDATE, while the
 next round reads and sends. During a backlog (a full batch) the next batch is
 read while the broker acknowledges this one; it is sent only once this one is
-acknowledged, and dropped if anything failed. A row is marked sent only after the broker
-acknowledged it (a marking lost with the store means the rows are published
-again: at least once); while the broker is unreachable the relay backs off and
-tries again, losing nothing.
+acknowledged, and dropped if anything failed. A row is marked sent only after
+the broker acknowledged it (a marking lost with the store means the rows are
+published again: at least once); while the broker is unreachable the relay
+backs off and tries again, losing nothing.
 
 What keeps the order of one key on its partition: the rows are sent in ``seq``
 order to one producer, which writes them in that order (aiokafka keeps one
