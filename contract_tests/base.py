@@ -172,6 +172,16 @@ class PlatformContract(ABC):
         assert caught.value.platform == self.platform
         assert len(control.received) == 2
 
+    async def test_the_simulator_reports_how_long_each_answer_took(
+        self, simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
+    ) -> None:
+        control.faults = Faults(latency_s=0.05)
+        self.check_result(await self.call(self.make_client(simulator.url, http)))
+
+        answers = (await http.get(f"{simulator.url}/_admin/calls")).json()["answer_ms"]
+        assert len(answers) == len(control.received) >= 1
+        assert all(50 <= ms < 5000 for ms in answers), answers
+
     async def test_injected_server_errors_are_retried_until_the_platform_recovers(
         self, simulator: ServedApp, http: httpx.AsyncClient, control: SimulatorControl
     ) -> None:
