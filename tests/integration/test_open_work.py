@@ -130,6 +130,8 @@ async def test_two_sweepers_at_once_drive_each_open_item_once(
 ) -> None:
     short_budgets(settings, connector)
     settings.sweeper.grace_s = 0.5
+    # The authority holds its decision back: the permit stays "filed" however long the sweeps take.
+    await platforms["permit"].admin("PUT", "policy", {"policy": "approve", "decision_delay_s": 600})
     # Work left open while no worker runs: a permit requested, evidence pending, stages unpushed.
     ready = (await api.post("/api/v1/applications", json=body(LINGANG))).json()
     assert ready["status"] == "ready"
