@@ -198,8 +198,8 @@ class Sweeper:
         now = time.time()
         async with transaction(self._sessions) as session:
             known = set((await session.execute(select(SweepItem.worker, SweepItem.event_id))).all())
+            insert = conflict_insert(session.get_bind().dialect.name)
             for worker, event_id in set(open_work) - {(w, e) for w, e in known}:
-                insert = conflict_insert(session.get_bind().dialect.name)
                 await session.execute(
                     insert(SweepItem)
                     .values(

@@ -568,14 +568,21 @@ class Drill:
             by_case.setdefault(push["BJBH"], []).append((push["XH"], push["SJID"]))
         return by_case
 
-    async def _lag(self) -> int:
+    async def _lagging(self) -> list[dict[str, Any]]:
+        """The partitions a worker's group has not consumed to the end."""
         rows = await worker_lag(self.settings.kafka, dict(WORKER_TOPICS))
-        return sum(row["lag"] or 0 for row in rows)
+        return [row for row in rows if row["lag"]]
 
     async def settled(self) -> dict[str, Any]:
         store = await self._store()
         pushes = await self._pushes()
-        return {**store, "pushes": pushes, "lag": await self._lag()}
+        lagging = await self._lagging()
+        return {
+            **store,
+            "pushes": pushes,
+            "lag": sum(row["lag"] for row in lagging),
+            "lagging": lagging,
+        }
 
     def _is_settled(self, state: dict[str, Any]) -> bool:
         terminal = all(
@@ -665,7 +672,16 @@ class Drill:
                 not unexpected_dead,
                 f"{len(dead)} still dead, {len(ledger.deliberate_dead)} deliberate (replayed)",
             ),
-            ("consumer lag 0", state.get("lag") == 0, f"lag {state.get('lag')}"),
+            (
+                "consumer lag 0",
+                state.get("lag") == 0,
+                f"lag {state.get('lag')}"
+                + "".join(
+                    f"; {r['group']} {r['topic']}[{r['partition']}] {r['committed']}..{r['end']}"
+                    f" (oldest {r['age_s']} s)"
+                    for r in state.get("lagging", [])
+                ),
+            ),
             (
                 "no 5xx but 503 with Retry-After",
                 not bad_five,
