@@ -64,9 +64,9 @@ log = logging.getLogger(__name__)
 
 
 class _Pending(NamedTuple):
-    """A pending row as a plain tuple: building its message reads eleven attributes, which
-    costs a third of a SQLAlchemy ``Row``'s (3.6 against 8.8 µs per message, conversion
-    included)."""
+    """A pending row as a plain tuple: building its message reads its attributes a dozen
+    times, which costs a third of a SQLAlchemy ``Row``'s (3.6 against 8.8 µs per message,
+    conversion included)."""
 
     seq: int
     event_id: str
@@ -80,19 +80,13 @@ class _Pending(NamedTuple):
     traceparent: str | None
 
 
-#: What a round reads of a pending row (``_Pending``'s fields): the data as its stored JSON,
-#: decrypted, not parsed (it is published as it is).
-_PUBLISHED = (
-    OutboxRow.seq,
-    OutboxRow.event_id,
-    OutboxRow.topic,
-    OutboxRow.key,
-    OutboxRow.type,
-    OutboxRow.source,
-    OutboxRow.subject,
-    OutboxRow.time,
-    type_coerce(OutboxRow.data, EncryptedJSONBytes("outbox.data")).label("data"),
-    OutboxRow.traceparent,
+#: What a round reads of a pending row, column by column in ``_Pending``'s order: the data as
+#: its stored JSON, decrypted, not parsed (it is published as it is).
+_PUBLISHED = tuple(
+    type_coerce(OutboxRow.data, EncryptedJSONBytes("outbox.data")).label("data")
+    if name == "data"
+    else getattr(OutboxRow, name)
+    for name in _Pending._fields
 )
 
 
